@@ -1,0 +1,42 @@
+# lesion-lightning — `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CLI := $(VENV)/bin/lesion-lightning
+# Tests run on 2 worker processes (this machine has 2 cores); override with PYTEST_WORKERS=0.
+PYTEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS))
+
+.PHONY: help install test test-slow test-all demo bench lint clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch comes from this machine's local wheels (pip only; see README).
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install the package (editable) with test extras
+
+test: install ## run the default test suite (< 15 min on 2 cores)
+	$(PYTEST) tests
+
+test-slow: install ## run only the slow tests
+	$(PYTEST) tests -m slow
+
+test-all: install ## run every test, slow ones included
+	$(PYTEST) tests -m ''
+
+demo: install ## train + evaluate on the embedded default data (real HAM10000 sample, else synthetic)
+	$(CLI) demo
+
+bench: install ## run the benchmarks in benchmarks/ (prints ratios)
+	$(PY) benchmarks/cache_benchmark.py
+
+clean: ## remove caches and run outputs (keeps .venv)
+	rm -rf runs results .cache .pytest_cache wandb lightning_logs

@@ -1,0 +1,70 @@
+"""`lesion-lightning` entry point.
+
+Training subcommands (fit/validate/test/predict with --config) go to LightningCLI; every other
+subcommand is a small argparse program in `lesion_lightning.commands.<name>` exposing
+`configure(parser)` and `run(args) -> int`. Modules are imported lazily so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lesion_lightning import __version__
+
+# LightningCLI subcommands; they take --config/--model.x/--data.x/--trainer.x options.
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+# name -> (module under lesion_lightning.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "check-data": ("check_data", "validate a dataset folder and summarise it"),
+    "split": ("split", "write a reproducible split manifest (JSON)"),
+    "download": ("download", "download and extract an official dataset archive"),
+    "synthetic": ("synthetic", "generate a synthetic ISIC-2018-layout dataset"),
+}
+
+
+def _available_commands() -> dict[str, tuple[str, str]]:
+    out = {}
+    for name, (module, help_text) in COMMANDS.items():
+        if importlib.util.find_spec(f"lesion_lightning.commands.{module}") is not None:
+            out[name] = (module, help_text)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lesion-lightning",
+        description="Train, evaluate, compare and reproduce lightweight skin-lesion segmentation models.",
+        epilog="Training: lesion-lightning {fit,validate,test,predict} --config experiments/<...>.yaml "
+        "(run `lesion-lightning fit --help` for every option).",
+    )
+    parser.add_argument("--version", action="version", version=f"lesion-lightning {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in LIGHTNING_SUBCOMMANDS:
+        sub.add_parser(name, help=f"LightningCLI `{name}` (see `lesion-lightning {name} --help`)", add_help=False)
+    for name, (module, help_text) in _available_commands().items():
+        mod = importlib.import_module(f"lesion_lightning.commands.{module}")
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod.configure(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
+        from lesion_lightning.training.cli import run_lightning_cli
+
+        return run_lightning_cli(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0 if not argv else 2
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,12 @@
+"""Architectures (plain nn.Modules), built by name through `create_model`.
+
+Each paper architecture lives in its own module; importing this package registers them all.
+Models return raw logits: (B, 1, H, W) for sigmoid heads, (B, 2, H, W) for softmax heads.
+"""
+
+from lesion_lightning.models.registry import ModelSpec, create_model, get_model_spec, list_models, register_model
+
+# Architecture modules register themselves on import; keep this list sorted.
+from lesion_lightning.models import simple_unet  # noqa: F401,E402
+
+__all__ = ["ModelSpec", "create_model", "get_model_spec", "list_models", "register_model"]
