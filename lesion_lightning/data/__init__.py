@@ -1,0 +1,1 @@
+"""Data layer: dataset readers, decoding/validation, splits, cache, augmentation and the DataModule."""
