@@ -1,0 +1,165 @@
+"""SegmentationTask: the LightningModule that trains any registered architecture with supervision.
+
+The architecture is a plain nn.Module from the model registry; this module adds the loss, the
+optimiser/scheduler recipe, the metrics (pooled and per-image) and test-time augmentation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from lesion_lightning.losses import build_loss
+from lesion_lightning.metrics import SegmentationMetrics
+from lesion_lightning.models import create_model, get_model_spec
+from lesion_lightning.training.optim import build_optimizer, build_scheduler
+
+STAGES = ("train", "val", "test")
+
+
+def lesion_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """(B,1,H,W) lesion probabilities from a sigmoid head (1 channel) or a softmax head (2 channels)."""
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits)
+    if logits.shape[1] == 2:
+        return torch.softmax(logits, dim=1)[:, 1:2]
+    raise ValueError(f"expected a 1-channel (sigmoid) or 2-channel (softmax) head, got {logits.shape[1]} channels")
+
+
+class SegmentationTask(pl.LightningModule):
+    """Supervised binary lesion segmentation of any registered model.
+
+    Args:
+        model: registered architecture name (see `lesion-lightning models`).
+        model_kwargs: keyword arguments for the architecture's constructor.
+        loss: loss name (`bce`, `dice`, `bce_dice`, `jaccard`, `l1`, `ce`), a dict
+            `{"name": ..., <options>}` or a list of weighted terms `[{"name": ..., "weight": ...}]`.
+        optimizer: `sgd`, `adam` or `adamw`.
+        lr: learning rate.
+        weight_decay: weight decay (AdamW: decoupled).
+        momentum: SGD momentum.
+        betas: Adam/AdamW betas.
+        scheduler: `cosine`, `step`, `plateau` or `none`.
+        scheduler_kwargs: options of the scheduler (cosine: `t_max` epochs, default max_epochs, and
+            `eta_min`; step: `step_size`, `gamma`; plateau: `factor`, `patience`).
+        warmup_epochs: linear learning-rate warm-up epochs before the scheduler.
+        threshold: probability threshold for the binary mask in metrics and predictions.
+        tta: evaluate/predict with 6-fold test-time augmentation (flips and 90-degree rotations).
+    """
+
+    def __init__(
+        self,
+        model: str = "simple_unet",
+        model_kwargs: dict[str, Any] | None = None,
+        loss: str | dict[str, Any] | list[dict[str, Any]] = "bce_dice",
+        optimizer: str = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        betas: tuple[float, float] = (0.9, 0.999),
+        scheduler: str = "none",
+        scheduler_kwargs: dict[str, Any] | None = None,
+        warmup_epochs: int = 0,
+        threshold: float = 0.5,
+        tta: bool = False,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"model.threshold must be in (0, 1), got {threshold}")
+        if lr <= 0:
+            raise ValueError(f"model.lr must be positive, got {lr}")
+        self.save_hyperparameters()
+        self.model_name = model
+        self.model = create_model(model, **(model_kwargs or {}))
+        self.num_classes = get_model_spec(model).num_classes
+        self.criterion = build_loss(loss)
+        self.threshold = threshold
+        self.tta = tta
+        self.metrics = nn.ModuleDict({stage: SegmentationMetrics(threshold=threshold) for stage in STAGES})
+
+    # -- forward / probabilities ---------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def predict_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return lesion_probabilities(logits)
+
+    def _eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tta:
+            from lesion_lightning.models.tta import TTAWrapper
+
+            return TTAWrapper(self.model)(x)
+        return self.model(x)
+
+    # -- steps -----------------------------------------------------------------------------------
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> dict[str, torch.Tensor]:
+        x, y = batch["image"], batch["mask"]
+        logits = self.model(x) if stage == "train" else self._eval_logits(x)
+        loss = self.criterion(logits, y)
+        probs = self.predict_probs(logits.float()).detach()
+        self.metrics[stage].update(probs, y, ids=batch.get("id"))
+        batch_size = x.shape[0]
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
+                 batch_size=batch_size, sync_dist=stage != "train")
+        for name, value in getattr(self.criterion, "last_terms", {}).items():
+            self.log(f"{stage}/loss_{name}", value, on_step=False, on_epoch=True, batch_size=batch_size,
+                     sync_dist=stage != "train")
+        return {"loss": loss, "probs": probs}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._shared_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        probs = self.predict_probs(self._eval_logits(batch["image"]).float())
+        return {"id": batch.get("id"), "probs": probs, "mask": probs >= self.threshold}
+
+    # -- metrics ---------------------------------------------------------------------------------
+    def _log_epoch_metrics(self, stage: str) -> None:
+        metric = self.metrics[stage]
+        values = metric.compute()
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, prog_bar=False, sync_dist=False)
+        for key in ("dice", "iou"):
+            if key in values:
+                self.log(f"{stage}/{key}", values[key], prog_bar=True)
+        self.last_epoch_metrics = getattr(self, "last_epoch_metrics", {})
+        self.last_epoch_metrics[stage] = {k: float(v) for k, v in values.items()}
+        if stage == "test":
+            self.last_per_image = metric.per_image()
+        metric.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    # -- optimisation ----------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        optimizer = build_optimizer(
+            self.parameters(), hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay, momentum=hp.momentum,
+            betas=tuple(hp.betas),
+        )
+        max_epochs = self.trainer.max_epochs if self.trainer is not None and self.trainer.max_epochs else 1
+        scheduler = build_scheduler(
+            optimizer, hp.scheduler, max_epochs=max(1, max_epochs), warmup_epochs=hp.warmup_epochs,
+            **(hp.scheduler_kwargs or {}),
+        )
+        if scheduler is None:
+            return optimizer
+        config = {"scheduler": scheduler, "interval": "epoch"}
+        if hp.scheduler == "plateau":
+            config["monitor"] = "val/dice"
+        return {"optimizer": optimizer, "lr_scheduler": config}
