@@ -27,6 +27,7 @@ from lesion_lightning.training.run_folder import RunConfigCallback, RunFolderCal
 from lesion_lightning.training.task import SegmentationTask
 
 LOGGERS = ("wandb", "csv", "none")
+RUN_DIR_ENV = "LESION_LIGHTNING_RUN_DIR"
 
 
 def latest_run_with_checkpoint(experiment_dir: Path) -> Path | None:
@@ -56,6 +57,14 @@ class LesionCLI(LightningCLI):
         return self.config[self.subcommand] if self.subcommand else self.config
 
     def _run_dir(self) -> Path:
+        # DDP children re-run the command line: they must reuse the parent's folder, not a new timestamp.
+        if int(os.environ.get("LOCAL_RANK", "0")) > 0 and os.environ.get(RUN_DIR_ENV):
+            return Path(os.environ[RUN_DIR_ENV])
+        run_dir = self._resolve_run_dir()
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+        return run_dir
+
+    def _resolve_run_dir(self) -> Path:
         opts = self._options()
         experiment = opts.get("experiment")
         if not experiment:
