@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "split": ("split", "write a reproducible split manifest (JSON)"),
     "download": ("download", "download and extract an official dataset archive"),
     "synthetic": ("synthetic", "generate a synthetic ISIC-2018-layout dataset"),
+    "demo": ("demo", "train and test the demo model on the embedded default data"),
 }
 
 

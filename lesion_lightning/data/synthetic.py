@@ -1,0 +1,365 @@
+"""Deterministic synthetic dermoscopy-like images with exact lesion masks, in official dataset layouts.
+
+The images are not meant to fool a dermatologist; they carry the nuisances a segmentation model meets
+in real dermoscopy (skin texture, dark circular vignetting of the dermoscope, hairs crossing the
+lesion, ruler marks, a fuzzy lesion border with darker blotches) so every reader, cache and training
+path can be exercised anywhere, at any size, without downloading a dataset. The mask is the lesion
+polygon only: hairs and rulers drawn over it do not change it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+__all__ = ["LAYOUTS", "make_sample", "write_dataset", "ISIC2018_FOLDERS", "ISIC2017_FOLDERS"]
+
+LAYOUTS = ("isic2018", "isic2017", "ham10000", "ph2", "folder")
+
+# subset -> (image folder, ground-truth folder), as in the official archives.
+ISIC2018_FOLDERS = {
+    "train": ("ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_GroundTruth"),
+    "val": ("ISIC2018_Task1-2_Validation_Input", "ISIC2018_Task1_Validation_GroundTruth"),
+    "test": ("ISIC2018_Task1-2_Test_Input", "ISIC2018_Task1_Test_GroundTruth"),
+}
+ISIC2017_FOLDERS = {
+    "train": ("ISIC-2017_Training_Data", "ISIC-2017_Training_Part1_GroundTruth"),
+    "val": ("ISIC-2017_Validation_Data", "ISIC-2017_Validation_Part1_GroundTruth"),
+    "test": ("ISIC-2017_Test_v2_Data", "ISIC-2017_Test_v2_Part1_GroundTruth"),
+}
+
+_SKIN_TONES = np.array(  # RGB, light to medium skin under dermoscope light
+    [[236, 196, 180], [226, 178, 160], [214, 164, 140], [200, 150, 126], [232, 190, 168], [188, 134, 110]],
+    dtype=np.float32,
+)
+_LESION_TONES = np.array(  # RGB of pigment: light brown, brown, dark brown, blue-grey
+    [[170, 110, 80], [140, 85, 60], [105, 60, 45], [80, 50, 45], [110, 95, 110]], dtype=np.float32
+)
+_HAM_DX = ("nv", "nv", "nv", "nv", "mel", "bkl", "bcc", "akiec", "vasc", "df")
+_HAM_SITES = ("back", "lower extremity", "trunk", "upper extremity", "abdomen", "face", "chest", "scalp")
+
+
+@dataclass(frozen=True)
+class _Lesion:
+    """Shape and colour of one lesion; HAM10000 layouts render several images of the same lesion."""
+
+    centre: tuple[float, float]  # fraction of (H, W)
+    radius: float  # fraction of min(H, W)
+    aspect: float
+    angle: float
+    harmonics: tuple[tuple[float, float], ...]  # (amplitude, phase) for k = 2, 3, ...
+    tone: tuple[float, float, float]
+    core_darkening: float
+    blotches: tuple[tuple[float, float, float, float], ...]  # (dy, dx, size, strength) in lesion units
+    border_softness: float
+
+
+def _random_lesion(rng: np.random.Generator) -> _Lesion:
+    k = int(rng.integers(3, 7))
+    harmonics = tuple((float(rng.uniform(0.0, 0.22) / (i + 1) ** 0.8), float(rng.uniform(0, 2 * math.pi))) for i in range(k))
+    tone = _LESION_TONES[rng.integers(len(_LESION_TONES))] * rng.uniform(0.9, 1.1, 3)
+    blotches = tuple(
+        (float(rng.uniform(-0.5, 0.5)), float(rng.uniform(-0.5, 0.5)), float(rng.uniform(0.08, 0.25)), float(rng.uniform(0.2, 0.5)))
+        for _ in range(int(rng.integers(0, 5)))
+    )
+    return _Lesion(
+        centre=(float(rng.uniform(0.38, 0.62)), float(rng.uniform(0.38, 0.62))),
+        radius=float(rng.uniform(0.14, 0.32)),
+        aspect=float(rng.uniform(0.7, 1.0)),
+        angle=float(rng.uniform(0, math.pi)),
+        harmonics=harmonics,
+        tone=tuple(float(t) for t in np.clip(tone, 30, 220)),
+        core_darkening=float(rng.uniform(0.15, 0.45)),
+        blotches=blotches,
+        border_softness=float(rng.uniform(0.015, 0.05)),
+    )
+
+
+def _smooth_noise(rng: np.random.Generator, hw: tuple[int, int], cells: int, channels: int = 1) -> np.ndarray:
+    """Low-frequency noise in [-1, 1]: a coarse random grid upsampled smoothly."""
+    h, w = hw
+    ch = max(2, round(cells * h / max(h, w)))
+    cw = max(2, round(cells * w / max(h, w)))
+    coarse = rng.uniform(-1, 1, (ch, cw, channels)).astype(np.float32)
+    up = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+    return up.reshape(h, w, channels)
+
+
+def _lesion_polygon(lesion: _Lesion, hw: tuple[int, int], n: int = 256) -> np.ndarray:
+    h, w = hw
+    theta = np.linspace(0, 2 * math.pi, n, endpoint=False)
+    r = np.ones_like(theta)
+    for i, (amp, phase) in enumerate(lesion.harmonics):
+        r += amp * np.cos((i + 2) * theta + phase)
+    r *= lesion.radius * min(h, w)
+    x, y = r * np.cos(theta), r * np.sin(theta) * lesion.aspect
+    ca, sa = math.cos(lesion.angle), math.sin(lesion.angle)
+    xs = lesion.centre[1] * w + ca * x - sa * y
+    ys = lesion.centre[0] * h + sa * x + ca * y
+    # cv2 polygon coordinates in 1/16 pixel (shift=4) for a smooth, exact rasterisation
+    return np.round(np.stack([xs, ys], axis=1) * 16).astype(np.int32)
+
+
+def _render(lesion: _Lesion, rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    h, w = int(size[0]), int(size[1])
+    if h < 16 or w < 16:
+        raise ValueError(f"synthetic image size must be at least 16x16, got {h}x{w}")
+    short = min(h, w)
+
+    # Skin: base tone, low-frequency blotchiness, fine grain.
+    skin = _SKIN_TONES[rng.integers(len(_SKIN_TONES))] * rng.uniform(0.94, 1.06, 3).astype(np.float32)
+    img = np.broadcast_to(skin, (h, w, 3)).astype(np.float32)
+    img = img * (1 + 0.06 * _smooth_noise(rng, (h, w), 5, 1)) + 6 * _smooth_noise(rng, (h, w), 24, 3)
+
+    # Lesion: exact polygon mask; appearance blended through a softened copy (fuzzy border).
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(mask, [_lesion_polygon(lesion, (h, w))], 1, lineType=cv2.LINE_8, shift=4)
+    if not mask.any():  # degenerate tiny sizes: keep at least the centre pixel
+        mask[int(lesion.centre[0] * h), int(lesion.centre[1] * w)] = 1
+    sigma = max(0.8, lesion.border_softness * short)
+    alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), sigma)
+    # Depth inside the lesion (0 at the border, 1 at the deepest point): darker centre.
+    dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+    depth = dist / max(float(dist.max()), 1.0)
+    depth = cv2.GaussianBlur(depth, (0, 0), sigma)
+    tone = np.asarray(lesion.tone, np.float32)
+    pigment = tone * (1 - lesion.core_darkening * depth[..., None])
+    pigment = pigment * (1 + 0.12 * _smooth_noise(rng, (h, w), 12, 1)) + 5 * _smooth_noise(rng, (h, w), 40, 3)
+    blot_layer = np.zeros((h, w), np.float32)
+    cy, cx, rad = lesion.centre[0] * h, lesion.centre[1] * w, lesion.radius * short
+    for dy, dx, bsize, strength in lesion.blotches:
+        centre = (round(cx + dx * rad), round(cy + dy * rad))
+        axes = (max(1, round(bsize * rad)), max(1, round(bsize * rad * rng.uniform(0.5, 1.0))))
+        cv2.ellipse(blot_layer, centre, axes, float(rng.uniform(0, 180)), 0, 360, float(strength), -1)
+    blot_layer = cv2.GaussianBlur(blot_layer, (0, 0), max(0.8, 0.03 * short)) * mask
+    pigment *= 1 - blot_layer[..., None]
+    img = img * (1 - alpha[..., None]) + pigment * alpha[..., None]
+
+    # Hairs: thin dark quadratic curves across the field, some over the lesion.
+    n_hairs = int(rng.choice([0, 0, 1, 2, 3, 5, 8]))
+    hair_layer = np.zeros((h, w), np.float32)
+    for _ in range(n_hairs):
+        p0 = rng.uniform([0, 0], [w, h])
+        p2 = rng.uniform([0, 0], [w, h])
+        p1 = (p0 + p2) / 2 + rng.normal(0, 0.2 * short, 2)
+        t = np.linspace(0, 1, 48)[:, None]
+        pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
+        thickness = max(1, round(short / 256 * rng.uniform(0.8, 2.2)))
+        cv2.polylines(hair_layer, [np.round(pts * 16).astype(np.int32)], False, float(rng.uniform(0.6, 0.95)),
+                      thickness, cv2.LINE_AA, shift=4)
+    hair_colour = np.array([40, 28, 22], np.float32) * rng.uniform(0.6, 1.3)
+    img = img * (1 - hair_layer[..., None]) + hair_colour * hair_layer[..., None]
+
+    # Ruler marks along one edge (about one image in four).
+    if rng.random() < 0.25:
+        ruler = np.zeros((h, w), np.float32)
+        step = max(3, round(short * rng.uniform(0.03, 0.05)))
+        edge = int(rng.integers(4))
+        offset = round(short * rng.uniform(0.12, 0.2))
+        length = h if edge < 2 else w
+        for i, pos in enumerate(range(round(0.25 * length), round(0.75 * length), step)):
+            tick = round(short * (0.05 if i % 5 == 0 else 0.025))
+            if edge == 0:  # top
+                a, b = (pos, offset), (pos, offset + tick)
+            elif edge == 1:  # bottom
+                a, b = (pos, h - 1 - offset), (pos, h - 1 - offset - tick)
+            elif edge == 2:  # left
+                a, b = (offset, pos), (offset + tick, pos)
+            else:  # right
+                a, b = (w - 1 - offset, pos), (w - 1 - offset - tick, pos)
+            if edge < 2 and pos >= w or edge >= 2 and pos >= h:
+                break
+            cv2.line(ruler, a, b, 0.85, max(1, round(short / 300)), cv2.LINE_AA)
+        img = img * (1 - ruler[..., None]) + 20.0 * ruler[..., None]
+
+    # Dermoscope vignetting: circular field of view fading to near-black corners.
+    yy, xx = np.ogrid[:h, :w]
+    # distance from the centre, 1.0 at the corners; the dark rim starts at r0 (none when r0 >= 1)
+    rr = np.sqrt((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2) / (0.5 * math.hypot(h, w))
+    r0 = rng.uniform(0.7, 1.0)
+    fade = np.clip((rr - r0) / 0.18, 0, 1).astype(np.float32)
+    vignette = 1 - 0.93 * fade * fade * (3 - 2 * fade) - 0.1 * (rr**2).astype(np.float32)
+    img = img * vignette[..., None]
+
+    return np.clip(img, 0, 255).round().astype(np.uint8), mask
+
+
+def make_sample(rng: np.random.Generator, size: tuple[int, int] = (192, 256)) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic dermoscopy image (H, W, 3) uint8 RGB and its exact lesion mask (H, W) uint8 {0, 1}."""
+    return _render(_random_lesion(rng), rng, size)
+
+
+# ----------------------------------------------------------------------------------------------
+# Official layouts
+
+
+def _image_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
+    # One independent stream per image: image i is the same whatever num_images is.
+    return np.random.default_rng([int(seed), int(index), int(stream)])
+
+
+def _write_jpeg(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95]):
+        raise OSError(f"could not write {path}")
+
+
+def _write_mask_png(path: Path, mask: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((mask * 255).astype(np.uint8), mode="L").save(path)
+
+
+def _write_noise_files(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "LICENSE.txt").write_text("Synthetic data generated by lesion-lightning; no licence restrictions.\n")
+    (folder / "ATTRIBUTION.txt").write_text("Synthetic images: lesion_lightning.data.synthetic (not real patients).\n")
+
+
+def _write_superpixels(path: Path, hw: tuple[int, int]) -> None:
+    """ISIC 2017 ships `_superpixels.png`: superpixel indices encoded in RGB; a grid stands in for SLIC."""
+    h, w = hw
+    cell = max(8, min(h, w) // 16)
+    idx = (np.arange(h)[:, None] // cell) * ((w + cell - 1) // cell) + np.arange(w)[None, :] // cell
+    rgb = np.stack([idx & 255, (idx >> 8) & 255, (idx >> 16) & 255], axis=-1).astype(np.uint8)
+    Image.fromarray(rgb, mode="RGB").save(path)
+
+
+def _subset_counts(layout: str, num_images: int, subsets: dict[str, int] | None) -> dict[str, int]:
+    if subsets is None:
+        return {"train": int(num_images)}
+    unknown = set(subsets) - {"train", "val", "test"}
+    if unknown:
+        raise ValueError(f"subsets: unknown subset(s) {sorted(unknown)}; use train/val/test")
+    if layout not in ("isic2018", "isic2017"):
+        raise ValueError(f"subsets: layout {layout!r} has no official subsets; give num_images instead")
+    return {k: int(v) for k, v in subsets.items() if int(v) > 0}
+
+
+def write_dataset(
+    root: str | Path,
+    layout: str = "isic2018",
+    num_images: int = 20,
+    *,
+    seed: int = 0,
+    image_size: tuple[int, int] = (192, 256),
+    subsets: dict[str, int] | None = None,
+) -> Path:
+    """Write a synthetic dataset in the official folder layout of `layout` under `root`; returns `root`.
+
+    - ``isic2018``/``isic2017``: `subsets` = {"train": n, "val": n, "test": n} (default: all
+      `num_images` in train), with the official folder names, LICENSE.txt/ATTRIBUTION.txt noise files
+      and, for 2017, `ISIC_xxxxxxx_superpixels.png` files beside the images.
+    - ``ham10000``: images split over `HAM10000_images_part_1/2`, masks in
+      `HAM10000_segmentations_lesion_tschandl`, `HAM10000_metadata.csv` with 1-3 images per lesion_id
+      (images of one lesion share its shape and colour, as in the real dataset).
+    - ``ph2``: `PH2Dataset/PH2 Dataset images/IMDxxx/...` with 24-bit BMP images, 1-bit BMP masks and a
+      tab-separated `PH2_dataset.txt`; like the real PH2, sizes vary by up to 2 pixels per case.
+    - ``folder``: `images/img_NNNN.jpg` + `masks/img_NNNN_segmentation.png`.
+
+    Deterministic: the same arguments write byte-identical files.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout: unknown {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    counts = _subset_counts(layout, num_images, subsets)
+    if sum(counts.values()) < 1:
+        raise ValueError("num_images: at least one image is needed")
+    h, w = int(image_size[0]), int(image_size[1])
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    writer = {"isic2018": _write_isic, "isic2017": _write_isic, "ham10000": _write_ham10000,
+              "ph2": _write_ph2, "folder": _write_folder}[layout]
+    writer(root, layout, counts, seed, (h, w))
+    return root
+
+
+def _write_isic(root: Path, layout: str, counts: dict[str, int], seed: int, hw: tuple[int, int]) -> None:
+    folders = ISIC2018_FOLDERS if layout == "isic2018" else ISIC2017_FOLDERS
+    index = 0
+    for subset in ("train", "val", "test"):
+        n = counts.get(subset, 0)
+        if not n:
+            continue
+        img_dir, gt_dir = (root / f for f in folders[subset])
+        _write_noise_files(img_dir)
+        _write_noise_files(gt_dir)
+        for _ in range(n):
+            image_id = f"ISIC_{index:07d}"
+            image, mask = make_sample(_image_rng(seed, index), hw)
+            _write_jpeg(img_dir / f"{image_id}.jpg", image)
+            _write_mask_png(gt_dir / f"{image_id}_segmentation.png", mask)
+            if layout == "isic2017":
+                _write_superpixels(img_dir / f"{image_id}_superpixels.png", hw)
+            index += 1
+
+
+def _write_ham10000(root: Path, layout: str, counts: dict[str, int], seed: int, hw: tuple[int, int]) -> None:
+    n = counts["train"]
+    first_id = 24306  # the real HAM10000 ids start at ISIC_0024306
+    rows = []
+    lesion_rng = _image_rng(seed, -1, 1)
+    i = lesion_no = 0
+    while i < n:
+        per_lesion = min(n - i, int(lesion_rng.choice([1, 1, 2, 3])))
+        lesion_id = f"HAM_{int(_image_rng(seed, lesion_no, 2).integers(0, 10_000)):07d}"
+        while any(r[0] == lesion_id for r in rows):
+            lesion_id = f"HAM_{(int(lesion_id[4:]) + 1) % 10_000_000:07d}"
+        lesion = _random_lesion(_image_rng(seed, lesion_no, 3))
+        dx = _HAM_DX[int(lesion_rng.integers(len(_HAM_DX)))]
+        dx_type = "histo" if dx in ("mel", "bcc", "akiec") else str(lesion_rng.choice(["follow_up", "consensus", "histo"]))
+        age = f"{5 * int(lesion_rng.integers(4, 17))}.0"
+        sex = str(lesion_rng.choice(["male", "female"]))
+        site = _HAM_SITES[int(lesion_rng.integers(len(_HAM_SITES)))]
+        for _ in range(per_lesion):
+            image_id = f"ISIC_{first_id + i:07d}"
+            part = 1 if i < (n + 1) // 2 else 2  # both official parts are exercised
+            image, mask = _render(lesion, _image_rng(seed, i), hw)
+            _write_jpeg(root / f"HAM10000_images_part_{part}" / f"{image_id}.jpg", image)
+            _write_mask_png(root / "HAM10000_segmentations_lesion_tschandl" / f"{image_id}_segmentation.png", mask)
+            rows.append((lesion_id, image_id, dx, dx_type, age, sex, site))
+            i += 1
+        lesion_no += 1
+    with open(root / "HAM10000_metadata.csv", "w", newline="") as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow(["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"])
+        out.writerows(rows)
+
+
+def _write_ph2(root: Path, layout: str, counts: dict[str, int], seed: int, hw: tuple[int, int]) -> None:
+    n = counts["train"]
+    if n > 998:
+        raise ValueError(f"num_images: PH2 ids are IMD002..IMD999, at most 998 images (got {n})")
+    id_rng = _image_rng(seed, -1, 4)
+    numbers = sorted(id_rng.choice(np.arange(2, 1000), size=n, replace=False).tolist())
+    base = root / "PH2Dataset"
+    images_dir = base / "PH2 Dataset images"
+    lines = ["Name\tClinical Diagnosis\tAsymmetry"]
+    for i, number in enumerate(numbers):
+        case = f"IMD{number:03d}"
+        rng = _image_rng(seed, i)
+        size = (hw[0] - int(rng.integers(0, 3)), hw[1] - int(rng.integers(0, 3)))
+        image, mask = make_sample(rng, size)
+        case_dir = images_dir / case
+        (case_dir / f"{case}_Dermoscopic_Image").mkdir(parents=True, exist_ok=True)
+        (case_dir / f"{case}_lesion").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image, mode="RGB").save(case_dir / f"{case}_Dermoscopic_Image" / f"{case}.bmp")
+        Image.fromarray(mask * 255, mode="L").convert("1").save(case_dir / f"{case}_lesion" / f"{case}_lesion.bmp")
+        # 0 common nevus, 1 atypical nevus, 2 melanoma (80/80/40 in the real set)
+        lines.append(f"{case}\t{int(id_rng.choice([0, 0, 1, 1, 2]))}\t{int(id_rng.integers(0, 3))}")
+    # The real file is CRLF text with legend rows after the table.
+    lines += ["\t\t", "Legends for Clinical Diagnosis:\t\t", "0 - Common Nevus\t\t", "1 - Atypical Nevus\t\t",
+              "2 - Melanoma\t\t"]
+    (base / "PH2_dataset.txt").write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    (base / "Readme.txt").write_text("Synthetic PH2-layout data generated by lesion-lightning.\n")
+
+
+def _write_folder(root: Path, layout: str, counts: dict[str, int], seed: int, hw: tuple[int, int]) -> None:
+    for i in range(counts["train"]):
+        image, mask = make_sample(_image_rng(seed, i), hw)
+        _write_jpeg(root / "images" / f"img_{i:04d}.jpg", image)
+        _write_mask_png(root / "masks" / f"img_{i:04d}_segmentation.png", mask)

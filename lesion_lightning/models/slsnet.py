@@ -1,0 +1,276 @@
+"""SLSNet: skin lesion segmentation with a lightweight conditional GAN (Sarker et al., ESWA 2021).
+
+`SLSNetGenerator` (registered as ``slsnet``) is the deployed segmentation network; `SLSNetDiscriminator` is
+only needed for adversarial training and is not registered as a segmentation model.
+
+Generator (Sec. 3.1-3.2, Fig. 1; sizes for a 128 x 128 input):
+
+    multiscale block   input at 1, 1/2, 1/4, 1/8 -> 3x3 conv + CAM each -> bilinear up, averaged   16 @ 128
+    2 x down-attention 3x3 conv + BN + ReLU -> 2x2 max-pool -> PAM                       16 @ 64, 64 @ 32
+    4 x FAM            non-bottleneck-1D + CAM                                                        64 @ 32
+    down-attention     3x3 conv + BN + ReLU -> 2x2 max-pool -> PAM                                  128 @ 16
+    8 x FAM            dilations 2, 4, 8, 16 twice (ERFNet's schedule)                              128 @ 16
+    bottleneck         non-bottleneck-1D -> CAM(.) + PAM(.)                                         128 @ 16
+    2 x up group       3x3 stride-2 deconv + BN + ReLU -> PAM -> 2 FAMs (Dropout2d = noise z)  64 @ 32, 16 @ 64
+    head               3x3 stride-2 deconv -> 1 channel of logits                                     1 @ 128
+
+The paper gives no widths; 16 / 16 / 64 / 128 are ERFNet's (which SLSNet's factorised layers come from) and
+land on the paper's 2.35M parameters and its MACs (see docs/models/slsnet.md for the counting convention).
+
+The paper's MAC figures grow exactly 4x per doubling of the input side (0.23 -> 0.90 -> 3.61 G), which means
+they leave out PAM's and CAM's attention products (those grow 16x and 4x, have no weights, and are invisible
+to module-hook counters such as thop). `slsnet_macs` reports both: the layer MACs comparable with the paper
+and the full count of torch.utils.flop_counter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from lesion_lightning.layers.danet import CAM, PAM
+from lesion_lightning.layers.factorized import BN_EPS, FAM, NonBottleneck1D
+from lesion_lightning.models.registry import register_model
+
+_DEPTH = 8  # three 2x poolings: sides are padded to a multiple of 8
+
+
+def _pam(channels: int, enabled: bool, reduction: int) -> nn.Module:
+    return PAM(channels, reduction) if enabled else nn.Identity()
+
+
+class _MultiScaleBlock(nn.Module):
+    """Input at full size and downscaled by each factor; 3x3 conv (+ CAM) per scale; bilinear back; mean."""
+
+    def __init__(self, in_channels: int, out_channels: int, factors: Sequence[int], use_cam: bool) -> None:
+        super().__init__()
+        self.factors = (1, *factors)
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), CAM() if use_cam else nn.Identity())
+            for _ in self.factors
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        out = 0
+        for factor, branch in zip(self.factors, self.branches):
+            y = branch(F.avg_pool2d(x, factor) if factor > 1 else x)
+            if factor > 1:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            out = out + y
+        return out / len(self.factors)
+
+
+class _DownAttention(nn.Module):
+    """3x3 conv + BN + ReLU, 2x2 max-pool, then PAM (SLSNet's downsampling-attention layer)."""
+
+    def __init__(self, in_channels: int, out_channels: int, use_pam: bool, pam_reduction: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels, eps=BN_EPS),
+            nn.ReLU(inplace=True),
+        )
+        self.pool = nn.MaxPool2d(2)
+        self.pam = _pam(out_channels, use_pam, pam_reduction)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pam(self.pool(self.conv(x)))
+
+
+class _UpAttention(nn.Module):
+    """3x3 stride-2 deconvolution + BN + ReLU, PAM, then FAMs whose Dropout2d plays the noise z."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, fams: int, dropout: float, use_pam: bool, use_cam: bool, pam_reduction: int
+    ) -> None:
+        super().__init__()
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1, bias=False),
+            nn.BatchNorm2d(out_channels, eps=BN_EPS),
+            nn.ReLU(inplace=True),
+        )
+        self.pam = _pam(out_channels, use_pam, pam_reduction)
+        self.fams = nn.Sequential(*(FAM(out_channels, dropout=dropout, use_cam=use_cam) for _ in range(fams)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fams(self.pam(self.up(x)))
+
+
+class _DualAttentionBottleneck(nn.Module):
+    """Factorised layer, then a CAM branch and a PAM branch summed (the last encoder stage).
+
+    With only one attention kind enabled that branch alone is kept; with none, the factorised output.
+    """
+
+    def __init__(self, channels: int, use_pam: bool, use_cam: bool, pam_reduction: int) -> None:
+        super().__init__()
+        self.factorized = NonBottleneck1D(channels)
+        self.cam = CAM() if use_cam else None
+        self.pam = PAM(channels, pam_reduction) if use_pam else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.factorized(x)
+        branches = [m(x) for m in (self.cam, self.pam) if m is not None]
+        return sum(branches[1:], branches[0]) if branches else x
+
+
+@register_model(
+    "slsnet",
+    input_size=(3, 128, 128),
+    preset="slsnet",
+    num_classes=1,
+    paper={
+        "params": 2_350_000,
+        "gmacs": 0.90,
+        "gmacs_by_size": {64: 0.23, 128: 0.90, 256: 3.16},
+        "flops_note": (
+            "MACs of the generator G only (Table 5: 0.23 / 0.90 / 3.16 G at 64 / 128 / 256; Table 7 prints 3.61 at "
+            "256, which is the value consistent with the exact 4x growth of the other two). The figures exclude "
+            "PAM/CAM attention products; compare with slsnet_macs(...)['layer_macs']."
+        ),
+        "source": "SLSNet (Sarker et al., ESWA 2021) Tables 3-7",
+    },
+    description="SLSNet generator: multiscale input, factorised-attention (FAM) encoder-decoder with PAM/CAM (GAN-trained)",
+)
+class SLSNetGenerator(nn.Module):
+    """SLSNet generator G: multiscale block, PAM/CAM-attended ERFNet-style encoder-decoder, 1-channel logits.
+
+    Ablations of Table 6: ``use_pam=use_cam=multiscale=False`` is the baseline GAN generator (stacked
+    factorised kernels; the multiscale block becomes a single 3x3 conv); then +PAM, +CAM, PAM+CAM without
+    multiscale, and the full model (defaults). Any input size works (sides are padded to a multiple of 8);
+    the paper uses 64, 128 (default) and 256. The decoder dropout (``dropout``) is the GAN noise z.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 1,
+        widths: Sequence[int] = (16, 16, 64, 128),
+        *,
+        use_pam: bool = True,
+        use_cam: bool = True,
+        multiscale: bool = True,
+        encoder_fams: int = 4,
+        bottleneck_fams: int = 8,
+        decoder_fams: int = 2,
+        bottleneck_dilations: Sequence[int] = (2, 4, 8, 16),
+        dropout: float = 0.3,
+        encoder_dropout: float = 0.0,
+        pam_reduction: int = 8,
+    ) -> None:
+        super().__init__()
+        if in_channels < 1 or num_classes < 1:
+            raise ValueError(f"SLSNetGenerator needs in_channels >= 1 and num_classes >= 1, got {in_channels}, {num_classes}")
+        if len(widths) != 4 or min(widths) < 1:
+            raise ValueError(f"SLSNetGenerator widths must be 4 positive ints (multiscale, 1/2, 1/4, 1/8), got {tuple(widths)}")
+        if not bottleneck_dilations or min(bottleneck_dilations) < 1:
+            raise ValueError(f"SLSNetGenerator bottleneck_dilations must be positive ints, got {tuple(bottleneck_dilations)}")
+        w0, w1, w2, w3 = widths
+        self.in_channels = in_channels
+        self.use_pam, self.use_cam, self.multiscale = use_pam, use_cam, multiscale
+
+        self.stem = _MultiScaleBlock(in_channels, w0, (2, 4, 8) if multiscale else (), use_cam)
+        self.down1 = _DownAttention(w0, w1, use_pam, pam_reduction)
+        self.down2 = _DownAttention(w1, w2, use_pam, pam_reduction)
+        self.encoder_fams = nn.Sequential(
+            *(FAM(w2, dropout=encoder_dropout, use_cam=use_cam) for _ in range(encoder_fams))
+        )
+        self.down3 = _DownAttention(w2, w3, use_pam, pam_reduction)
+        self.bottleneck_fams = nn.Sequential(
+            *(
+                FAM(w3, dropout=encoder_dropout, dilation=bottleneck_dilations[i % len(bottleneck_dilations)], use_cam=use_cam)
+                for i in range(bottleneck_fams)
+            )
+        )
+        self.bottleneck = _DualAttentionBottleneck(w3, use_pam, use_cam, pam_reduction)
+        self.up1 = _UpAttention(w3, w2, decoder_fams, dropout, use_pam, use_cam, pam_reduction)
+        self.up2 = _UpAttention(w2, w1, decoder_fams, dropout, use_pam, use_cam, pam_reduction)
+        self.head = nn.ConvTranspose2d(w1, num_classes, 3, stride=2, padding=1, output_padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"SLSNetGenerator expects input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        pad_h, pad_w = (-h) % _DEPTH, (-w) % _DEPTH
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+        x = self.stem(x)
+        x = self.encoder_fams(self.down2(self.down1(x)))
+        x = self.bottleneck(self.bottleneck_fams(self.down3(x)))
+        x = self.up2(self.up1(x))
+        return self.head(x)[..., :h, :w]
+
+
+class SLSNetDiscriminator(nn.Module):
+    """SLSNet discriminator D (Sec. 3.3): (image, mask) pair -> patch logits of shape (B, 1, H/8, W/8).
+
+    Three 4x4 stride-2 convolutions (LeakyReLU 0.2, BN after the first as in pix2pix) with a PAM after the
+    second and a CAM after the third, then a 3x3 conv to one channel. The paper puts a sigmoid on that last
+    layer; we return its logits so training can use BCEWithLogits (numerically safe, same loss). `mask` is a
+    probability map in [0, 1]: the ground truth, or sigmoid of the generator's logits.
+    """
+
+    def __init__(
+        self, in_channels: int = 3, mask_channels: int = 1, base_width: int = 64, *, use_pam: bool = True, use_cam: bool = True,
+        pam_reduction: int = 8,
+    ) -> None:
+        super().__init__()
+        if in_channels < 1 or mask_channels < 1 or base_width < 1:
+            raise ValueError(
+                f"SLSNetDiscriminator needs positive in_channels, mask_channels, base_width, got {in_channels}, {mask_channels}, {base_width}"
+            )
+        self.in_channels, self.mask_channels = in_channels, mask_channels
+        w = base_width
+        self.conv1 = nn.Sequential(nn.Conv2d(in_channels + mask_channels, w, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True))
+        self.conv2 = nn.Sequential(
+            nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2, inplace=True),
+            _pam(2 * w, use_pam, pam_reduction),
+        )  # fmt: skip
+        self.conv3 = nn.Sequential(
+            nn.Conv2d(2 * w, 4 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(4 * w), nn.LeakyReLU(0.2, inplace=True),
+            CAM() if use_cam else nn.Identity(),
+        )  # fmt: skip
+        self.head = nn.Conv2d(4 * w, 1, 3, padding=1)
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if image.ndim != 4 or image.shape[1] != self.in_channels:
+            raise ValueError(f"SLSNetDiscriminator expects image (B, {self.in_channels}, H, W), got {tuple(image.shape)}")
+        if mask.ndim != 4 or mask.shape[1] != self.mask_channels or mask.shape[0] != image.shape[0] or mask.shape[-2:] != image.shape[-2:]:
+            raise ValueError(
+                f"SLSNetDiscriminator expects mask (B, {self.mask_channels}, H, W) matching image {tuple(image.shape)}, got {tuple(mask.shape)}"
+            )
+        x = torch.cat([image, mask.to(image.dtype)], dim=1)
+        return self.head(self.conv3(self.conv2(self.conv1(x))))
+
+
+_LAYER_OPS = {torch.ops.aten.convolution, torch.ops.aten.mm, torch.ops.aten.addmm}
+
+
+@torch.no_grad()
+def slsnet_macs(model: nn.Module, input_size: tuple[int, int, int], *inputs_extra: torch.Tensor) -> dict[str, int]:
+    """MACs of one forward pass (batch 1, eval mode) split into layer MACs and attention MACs.
+
+    ``layer_macs`` counts convolutions and linear layers only: the convention of the paper's figures (module
+    counters do not see PAM's and CAM's matrix products). ``attention_macs`` is everything else torch's
+    FlopCounterMode counts (the attention products); ``macs`` is their sum (= count_flops(...) / 2).
+    For the discriminator pass the mask as ``inputs_extra``.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        x = torch.zeros(1, *input_size, device=device)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(x, *(t.to(device) for t in inputs_extra))
+    finally:
+        model.train(was_training)
+    per_op = counter.get_flop_counts().get("Global", {})
+    layer = sum(n for op, n in per_op.items() if op in _LAYER_OPS)
+    total = sum(per_op.values())
+    return {"macs": total // 2, "layer_macs": layer // 2, "attention_macs": (total - layer) // 2}
