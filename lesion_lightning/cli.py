@@ -22,6 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "split": ("split", "write a reproducible split manifest (JSON)"),
     "download": ("download", "download and extract an official dataset archive"),
     "synthetic": ("synthetic", "generate a synthetic ISIC-2018-layout dataset"),
+    "evaluate": ("evaluate", "score predicted masks against ground truth"),
+    "models": ("models", "list registered models with params/MACs/FLOPs beside their papers'"),
+    "complexity": ("complexity", "parameters, MACs, FLOPs and memory of one model at a given input size"),
     "demo": ("demo", "train and test the demo model on the embedded default data"),
 }
 

@@ -8,9 +8,10 @@ grid of the stored image, so rotating the image by its EXIF tag would misalign i
 
 Decoding: Pillow in general. Baseline RGB JPEGs, the bulk of every dataset, are decoded by
 OpenCV instead, about 2x faster on the 3008x2000 ISIC 2017 samples (35 vs 74 ms) with
-bit-identical pixels (both libjpeg-turbo, checked by the tests). OpenCV returns a half-grey image
-for a truncated JPEG with only a stderr warning, so it is used only when the file ends with the
-JPEG end-of-image marker; anything else goes through Pillow, which raises on truncation.
+bit-identical pixels (both libjpeg-turbo, checked by the tests). OpenCV's handling of truncated
+JPEGs varies by version (4.x returns a partly grey image with only a stderr warning), so it is used
+only when the file ends with the JPEG end-of-image marker; anything else goes through Pillow, which
+raises on truncation.
 """
 
 from __future__ import annotations

@@ -6,9 +6,13 @@ residual of SLSNet's eq. 2 and 4 (`out = scale * attention + x`) with the scale 
 freshly built module is the identity and the attention is blended in as the scale is learnt.
 
 Cost: PAM's two products are N x N, so its MACs grow with (H * W)^2 — 16x per doubling of the input side.
+As executed (fused attention with B, C zero-padded to D's width) they are 2 * N^2 * C MACs; the arithmetic of
+the equations is N^2 * (C / reduction + C).
 """
 
 from __future__ import annotations
+
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +38,11 @@ class PAM(nn.Module):
         q = self.query(x).flatten(2).transpose(1, 2)  # (B, N, C/r)
         k = self.key(x).flatten(2).transpose(1, 2)
         v = self.value(x).flatten(2).transpose(1, 2)  # (B, N, C)
-        # DANet applies no 1/sqrt(d) temperature, hence scale=1; SDPA picks a memory-lean kernel where one exists.
+        # Zero-padding B and C to D's width leaves B^T C unchanged but lets SDPA use its fused kernels (flash /
+        # memory-efficient need equal widths): O(N) memory instead of an N x N matrix, ~10x faster on CPU at N=128^2.
+        # DANet applies no 1/sqrt(d) temperature, hence scale=1.
+        if q.shape[-1] < c:
+            q, k = F.pad(q, (0, c - q.shape[-1])), F.pad(k, (0, c - k.shape[-1]))
         out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
         out = out.transpose(1, 2).reshape(b, c, h, w)
         return self.eta * out + x
@@ -55,7 +63,9 @@ class CAM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         # A A^T sums H*W products per entry: in float16 it overflows at realistic sizes, so run in float32.
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        device = x.device.type
+        no_autocast = torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext()
+        with no_autocast:
             a = x.float().flatten(2)  # (B, C, N)
             energy = torch.bmm(a, a.transpose(1, 2))  # (B, C, C)
             if self.inverse_energy:

@@ -1,8 +1,9 @@
-"""The six-stage lightweight U-shape shared by MALUNet (Ruan et al., BIBM 2022) and SCSONet.
+"""The six-stage lightweight U-shape shared by MALUNet (Ruan et al., BIBM 2022), EGE-UNet and SCSONet.
 
-Only the stage blocks differ between those models; the scaffold (GroupNorm, max-pool, GELU,
-optional attention bridge on the skips, additive skips, bilinear upsampling) and the weight
-initialisation are common, so they live here once.
+MALUNet and SCSONet differ only in their stage blocks; EGE-UNet also swaps the skip bridge (it
+overrides `forward` but reuses `pad_input`, `encode` and `decode_stage`). The scaffold (GroupNorm,
+max-pool, GELU, optional attention bridge on the skips, additive skips, bilinear upsampling) and
+the weight initialisation are common, so they live here once.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
 from torch import nn
 
 
@@ -23,7 +23,7 @@ def light_unet_init_(m: nn.Module) -> None:
     Conv2d: normal(0, sqrt(2 / fan_out)) with fan_out = k*k*C_out / groups, bias 0.
     """
     if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
+        nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
     elif isinstance(m, nn.Conv1d):
@@ -72,7 +72,8 @@ class LightUNet(nn.Module):
     def _up2(x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pad_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad H and W up to multiples of 32 (reflect; replicate when the image is smaller than the pad)."""
         if x.ndim != 4:
             raise ValueError(f"{type(self).__name__} expects a (B, C, H, W) batch, got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
@@ -80,20 +81,27 @@ class LightUNet(nn.Module):
         if pad_h or pad_w:
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        return x
 
+    def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Encoder stages: the five skips (H/2 ... H/32, before any bridge) and the stage-6 output."""
         skips = []
         out = x
         for block, norm in zip(self.encoders[:5], self.enc_norms):
             out = F.gelu(F.max_pool2d(norm(block(out)), 2))
             skips.append(out)
+        return skips, F.gelu(self.encoders[5](out))
+
+    def decode_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Decoder stage i (0-based), before its skip is added."""
+        out = self.dec_norms[i](self.decoders[i](x))
+        return F.gelu(self._up2(out) if i > 0 else out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        skips, out = self.encode(self.pad_input(x))
         if self.bridge is not None:
             skips = list(self.bridge(skips))
-        out = F.gelu(self.encoders[5](out))
-
-        for i, (block, norm) in enumerate(zip(self.decoders, self.dec_norms)):
-            out = norm(block(out))
-            if i > 0:
-                out = self._up2(out)
-            out = F.gelu(out) + skips[4 - i]
-        out = self._up2(self.head(out))
-        return out[..., :h, :w]
+        for i in range(len(self.decoders)):
+            out = self.decode_stage(i, out) + skips[4 - i]
+        return self._up2(self.head(out))[..., :h, :w]

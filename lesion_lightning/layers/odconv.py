@@ -57,8 +57,11 @@ class OmniAttention(nn.Module):
         channel = torch.sigmoid(self.channel_head(z))  # (B, Cin, 1, 1)
         filters = torch.sigmoid(self.filter_head(z)) if self.filter_head is not None else None  # (B, Cout, 1, 1)
         # Shaped to broadcast against a (B, K, Cout, Cin/g, k, k) kernel bank.
-        spatial = torch.sigmoid(self.spatial_head(z)).view(b, 1, 1, 1, k, k) if self.spatial_head is not None else None
-        kernels = torch.softmax(self.kernel_head(z).view(b, -1, 1, 1, 1, 1), dim=1) if self.kernel_head is not None else None
+        spatial = kernels = None
+        if self.spatial_head is not None:
+            spatial = torch.sigmoid(self.spatial_head(z)).view(b, 1, 1, 1, k, k)
+        if self.kernel_head is not None:
+            kernels = torch.softmax(self.kernel_head(z).view(b, -1, 1, 1, 1, 1), dim=1)
         return channel, filters, spatial, kernels
 
 
@@ -107,7 +110,9 @@ class ODConv2d(nn.Module):
             kernel_num=kernel_num,
             min_channels=min_attention_channels,
         )
-        self.weight = nn.Parameter(torch.empty(kernel_num, out_channels, in_channels // groups, kernel_size, kernel_size))
+        self.weight = nn.Parameter(
+            torch.empty(kernel_num, out_channels, in_channels // groups, kernel_size, kernel_size)
+        )
         for w in self.weight:
             nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
 

@@ -3,29 +3,32 @@
 `SLSNetGenerator` (registered as ``slsnet``) is the deployed segmentation network; `SLSNetDiscriminator` is
 only needed for adversarial training and is not registered as a segmentation model.
 
-Generator (Sec. 3.1-3.2, Fig. 1; sizes for a 128 x 128 input):
+Generator (Sec. 3.1-3.2, Fig. 1; channels @ side for a 128 x 128 input):
 
-    multiscale block   input at 1, 1/2, 1/4, 1/8 -> 3x3 conv + CAM each -> bilinear up, averaged   16 @ 128
-    2 x down-attention 3x3 conv + BN + ReLU -> 2x2 max-pool -> PAM                       16 @ 64, 64 @ 32
-    4 x FAM            non-bottleneck-1D + CAM                                                        64 @ 32
-    down-attention     3x3 conv + BN + ReLU -> 2x2 max-pool -> PAM                                  128 @ 16
-    8 x FAM            dilations 2, 4, 8, 16 twice (ERFNet's schedule)                              128 @ 16
-    bottleneck         non-bottleneck-1D -> CAM(.) + PAM(.)                                         128 @ 16
-    2 x up group       3x3 stride-2 deconv + BN + ReLU -> PAM -> 2 FAMs (Dropout2d = noise z)  64 @ 32, 16 @ 64
-    head               3x3 stride-2 deconv -> 1 channel of logits                                     1 @ 128
+    multiscale block   input at 1, 1/2, 1/4, 1/8 -> 3x3 conv + CAM each -> bilinear up, mean     16 @ 128
+    2 x down-attention 3x3 conv + BN + ReLU -> 2x2 max-pool -> PAM                     16 @ 64, 44 @ 32
+    4 x FAM            non-bottleneck-1D + CAM                                                     44 @ 32
+    down-attention     3x3 conv + BN + ReLU -> 2x2 max-pool -> PAM                                136 @ 16
+    8 x FAM            dilations 2, 4, 8, 16 twice (ERFNet's schedule)                            136 @ 16
+    bottleneck         non-bottleneck-1D -> CAM(.) + PAM(.)                                       136 @ 16
+    2 x up group       3x3 stride-2 deconv + BN + ReLU -> PAM -> 2 FAMs (Dropout2d = z)  44 @ 32, 16 @ 64
+    head               3x3 stride-2 deconv -> 1 channel of logits                                   1 @ 128
 
-The paper gives no widths; 16 / 16 / 64 / 128 are ERFNet's (which SLSNet's factorised layers come from) and
-land on the paper's 2.35M parameters and its MACs (see docs/models/slsnet.md for the counting convention).
+The paper gives no widths. The layout is ERFNet's (where its factorised blocks come from); ERFNet's widths
+16 / 64 / 128 overshoot the paper's MACs, so the 1/4 stage is narrowed to 44 and the 1/8 stage widened to
+136: 2.33M parameters (paper 2.35M) and layer MACs within 8 % of all three printed sizes.
 
-The paper's MAC figures grow exactly 4x per doubling of the input side (0.23 -> 0.90 -> 3.61 G), which means
-they leave out PAM's and CAM's attention products (those grow 16x and 4x, have no weights, and are invisible
-to module-hook counters such as thop). `slsnet_macs` reports both: the layer MACs comparable with the paper
-and the full count of torch.utils.flop_counter.
+The paper's MAC figures grow 4x per doubling of the input side (0.23 -> 0.90 -> 3.61 G): they leave out
+PAM's and CAM's attention products (which grow 16x and 4x, have no weights, and are invisible to module-hook
+counters such as thop). `slsnet_macs` reports both the layer MACs comparable with the paper and the
+attention MACs that torch.utils.flop_counter also counts. Details: docs/models/slsnet.md.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -128,6 +131,7 @@ class _DualAttentionBottleneck(nn.Module):
         "params": 2_350_000,
         "gmacs": 0.90,
         "gmacs_by_size": {64: 0.23, 128: 0.90, 256: 3.16},
+        "gmacs_256_table7": 3.61,
         "flops_note": (
             "MACs of the generator G only (Table 5: 0.23 / 0.90 / 3.16 G at 64 / 128 / 256; Table 7 prints 3.61 at "
             "256, which is the value consistent with the exact 4x growth of the other two). The figures exclude "
@@ -150,7 +154,7 @@ class SLSNetGenerator(nn.Module):
         self,
         in_channels: int = 3,
         num_classes: int = 1,
-        widths: Sequence[int] = (16, 16, 64, 128),
+        widths: Sequence[int] = (16, 16, 44, 136),
         *,
         use_pam: bool = True,
         use_cam: bool = True,
@@ -209,40 +213,53 @@ class SLSNetGenerator(nn.Module):
 class SLSNetDiscriminator(nn.Module):
     """SLSNet discriminator D (Sec. 3.3): (image, mask) pair -> patch logits of shape (B, 1, H/8, W/8).
 
-    Three 4x4 stride-2 convolutions (LeakyReLU 0.2, BN after the first as in pix2pix) with a PAM after the
-    second and a CAM after the third, then a 3x3 conv to one channel. The paper puts a sigmoid on that last
-    layer; we return its logits so training can use BCEWithLogits (numerically safe, same loss). `mask` is a
-    probability map in [0, 1]: the ground truth, or sigmoid of the generator's logits.
+    Three 4x4 stride-2 convolutions (LeakyReLU 0.2; BN after the second and third, as in pix2pix) with a PAM
+    after the second and a CAM after the third, then a 3x3 conv to one channel. The paper puts a sigmoid on
+    that last layer; we return its logits so training can use BCEWithLogits (numerically safe, same loss).
+    `mask` is a probability map in [0, 1]: the ground truth, or sigmoid of the generator's logits (keep the
+    graph so the adversarial term reaches G). Not counted in the paper's 2.35M parameters (that is G).
     """
 
     def __init__(
-        self, in_channels: int = 3, mask_channels: int = 1, base_width: int = 64, *, use_pam: bool = True, use_cam: bool = True,
+        self,
+        in_channels: int = 3,
+        mask_channels: int = 1,
+        base_width: int = 64,
+        *,
+        use_pam: bool = True,
+        use_cam: bool = True,
         pam_reduction: int = 8,
     ) -> None:
         super().__init__()
-        if in_channels < 1 or mask_channels < 1 or base_width < 1:
+        if min(in_channels, mask_channels, base_width) < 1:
             raise ValueError(
-                f"SLSNetDiscriminator needs positive in_channels, mask_channels, base_width, got {in_channels}, {mask_channels}, {base_width}"
+                "SLSNetDiscriminator needs positive in_channels, mask_channels and base_width, "
+                f"got {in_channels}, {mask_channels}, {base_width}"
             )
         self.in_channels, self.mask_channels = in_channels, mask_channels
         w = base_width
         self.conv1 = nn.Sequential(nn.Conv2d(in_channels + mask_channels, w, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True))
         self.conv2 = nn.Sequential(
-            nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(2 * w),
+            nn.LeakyReLU(0.2, inplace=True),
             _pam(2 * w, use_pam, pam_reduction),
-        )  # fmt: skip
+        )
         self.conv3 = nn.Sequential(
-            nn.Conv2d(2 * w, 4 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(4 * w), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(2 * w, 4 * w, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(4 * w),
+            nn.LeakyReLU(0.2, inplace=True),
             CAM() if use_cam else nn.Identity(),
-        )  # fmt: skip
+        )
         self.head = nn.Conv2d(4 * w, 1, 3, padding=1)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if image.ndim != 4 or image.shape[1] != self.in_channels:
             raise ValueError(f"SLSNetDiscriminator expects image (B, {self.in_channels}, H, W), got {tuple(image.shape)}")
-        if mask.ndim != 4 or mask.shape[1] != self.mask_channels or mask.shape[0] != image.shape[0] or mask.shape[-2:] != image.shape[-2:]:
+        expected = (image.shape[0], self.mask_channels, *image.shape[-2:])
+        if tuple(mask.shape) != expected:
             raise ValueError(
-                f"SLSNetDiscriminator expects mask (B, {self.mask_channels}, H, W) matching image {tuple(image.shape)}, got {tuple(mask.shape)}"
+                f"SLSNetDiscriminator expects mask {expected} to match image {tuple(image.shape)}, got {tuple(mask.shape)}"
             )
         x = torch.cat([image, mask.to(image.dtype)], dim=1)
         return self.head(self.conv3(self.conv2(self.conv1(x))))
@@ -252,25 +269,29 @@ _LAYER_OPS = {torch.ops.aten.convolution, torch.ops.aten.mm, torch.ops.aten.addm
 
 
 @torch.no_grad()
-def slsnet_macs(model: nn.Module, input_size: tuple[int, int, int], *inputs_extra: torch.Tensor) -> dict[str, int]:
-    """MACs of one forward pass (batch 1, eval mode) split into layer MACs and attention MACs.
+def count_macs_by_kind(model: nn.Module, *inputs: torch.Tensor) -> tuple[dict[str, int], Any]:
+    """Run ``model(*inputs)`` under torch's FlopCounterMode; return (MACs split by kind, the output).
 
-    ``layer_macs`` counts convolutions and linear layers only: the convention of the paper's figures (module
-    counters do not see PAM's and CAM's matrix products). ``attention_macs`` is everything else torch's
-    FlopCounterMode counts (the attention products); ``macs`` is their sum (= count_flops(...) / 2).
-    For the discriminator pass the mask as ``inputs_extra``.
+    ``layer_macs`` counts convolutions and linear layers only: the convention of SLSNet's figures (module
+    counters such as thop do not see PAM's and CAM's matrix products). ``attention_macs`` is everything else
+    FlopCounterMode counts (the attention products, as executed); ``macs`` is their sum (= count_flops / 2).
     """
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        x = torch.zeros(1, *input_size, device=device)
-        counter = FlopCounterMode(display=False)
-        with counter:
-            model(x, *(t.to(device) for t in inputs_extra))
-    finally:
-        model.train(was_training)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = model(*inputs)
     per_op = counter.get_flop_counts().get("Global", {})
     layer = sum(n for op, n in per_op.items() if op in _LAYER_OPS)
     total = sum(per_op.values())
-    return {"macs": total // 2, "layer_macs": layer // 2, "attention_macs": (total - layer) // 2}
+    return {"macs": total // 2, "layer_macs": layer // 2, "attention_macs": (total - layer) // 2}, out
+
+
+def slsnet_macs(model: nn.Module, input_size: tuple[int, int, int], *extra_inputs: torch.Tensor) -> dict[str, int]:
+    """MACs of one forward pass at (C, H, W), batch 1, eval mode, split as in `count_macs_by_kind`.
+
+    Counted on a copy of the model on the meta device (shapes only), so even 256 x 256, where PAM's N x N
+    products are large, costs no compute. For the discriminator pass the (1, 1, H, W) mask as ``extra_inputs``.
+    """
+    meta_model = copy.deepcopy(model).to("meta").eval()
+    x = torch.zeros(1, *input_size, device="meta")
+    macs, _ = count_macs_by_kind(meta_model, x, *(t.to("meta") for t in extra_inputs))
+    return macs

@@ -1,0 +1,176 @@
+"""Augmentation/normalisation presets, one per paper, built with albumentations 2.x.
+
+Every preset takes `image=` uint8 (H, W, 3) RGB and `mask=` uint8 (H, W) in {0, 1} and returns
+`image` as a float32 torch tensor (3, h, w) and `mask` as a uint8 torch tensor (h, w) in {0, 1}.
+Masks always use nearest-neighbour interpolation with a zero border, and are re-binarised at the
+end, so they stay binary and aligned with the image. Evaluation (`train=False`) is resize +
+normalise only. `image_size` overrides the preset's default working size.
+
+| preset | default size | training augmentation | normalisation |
+|---|---|---|---|
+| none | 256x256 | none | x / 255 |
+| lanet | 224x224 | none named in the paper | x / 255 (paper: resize to 224; no scaling stated) |
+| medlitenet | 512x512 | random crop-resize, flips, rotation, elastic, scale/translate, | ImageNet mean/std |
+|  |  | brightness/contrast, CLAHE, gamma, Gaussian noise/blur |  |
+| slsnet | 128x128 | h/v flips, gamma in {0.5, 1.0, 1.5}, CLAHE clip limit 1-2 | [-1, 1] (*) |
+| scsonet | 256x256 | h/v flips, random rotation | per-image min-max to [0, 1] (paper: "normalized") |
+| unet_aksoy | 128x128 (their model input) | rotation, flips, zoom | x / 255 (paper: divided by 255) |
+
+(*) our choice, the pix2pix convention of GAN generators such as SLSNet's; the paper does not say.
+Parameter values the papers do not give (rotation ranges, probabilities, zoom range, noise levels)
+are ours and marked as such below.
+
+Seeding: albumentations keeps its own random state per `Compose`. `build_transforms` seeds it from
+torch's initial seed (so `seed_everything` makes augmentation reproducible); DataLoader workers hold
+copies of that state, so call `reseed(transform)` in the worker_init_fn: each worker (and each epoch,
+for non-persistent workers) then draws a different, reproducible stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
+
+__all__ = ["PRESETS", "PRESET_INFO", "DEFAULT_SIZES", "build_transforms", "reseed", "BinarizeMask"]
+
+# name -> (default (H, W), one-line description)
+PRESET_INFO: dict[str, tuple[tuple[int, int], str]] = {
+    "none": ((256, 256), "resize, scale to [0, 1]; no augmentation"),
+    "lanet": ((224, 224), "LANET: resize 224, scale to [0, 1]; no augmentation named in the paper"),
+    "medlitenet": ((512, 512), "MedLiteNet: crop-resize, flips, rotation, elastic, affine, colour, CLAHE, gamma, "
+                               "noise/blur; ImageNet normalisation"),
+    "slsnet": ((128, 128), "SLSNet: flips, gamma 0.5/1.0/1.5, CLAHE clip 1-2, 128x128; scale to [-1, 1]"),
+    "scsonet": ((256, 256), "SCSONet: flips + random rotation, 256x256; per-image min-max to [0, 1]"),
+    "unet_aksoy": ((128, 128), "U-Net (Aksoy): rotation, flips, zoom; x / 255"),
+}
+PRESETS: tuple[str, ...] = tuple(PRESET_INFO)
+DEFAULT_SIZES: dict[str, tuple[int, int]] = {k: v[0] for k, v in PRESET_INFO.items()}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Geometry shared by all presets: masks nearest-neighbour (pixel-centre exact for resizes), zero borders.
+_MASK_NN = cv2.INTER_NEAREST
+_BORDER = dict(border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0)
+
+
+class BinarizeMask(A.DualTransform):
+    """Force the mask to uint8 {0, 1} (any non-zero value is lesion); the image is untouched."""
+
+    def __init__(self, p: float = 1.0) -> None:
+        super().__init__(p=p)
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        return img
+
+    def apply_to_mask(self, mask: np.ndarray, **params: Any) -> np.ndarray:
+        return (mask > 0).astype(np.uint8)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ()
+
+
+class MinMaxScale(A.ImageOnlyTransform):
+    """Per-image min-max scaling of all channels together to float32 [0, 1] (a flat image gives 0)."""
+
+    def __init__(self, p: float = 1.0) -> None:
+        super().__init__(p=p)
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        img = img.astype(np.float32)
+        lo, hi = float(img.min()), float(img.max())
+        return (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ()
+
+
+def _resize(h: int, w: int) -> A.BasicTransform:
+    # Same interpolation as the decode cache: area when shrinking, bilinear when enlarging.
+    return A.Resize(h, w, interpolation=cv2.INTER_LINEAR, area_for_downscale="image",
+                    mask_interpolation=cv2.INTER_NEAREST_EXACT)
+
+
+def _normalise(preset: str) -> A.BasicTransform:
+    if preset == "medlitenet":
+        return A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD, max_pixel_value=255.0)
+    if preset == "slsnet":
+        return A.Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), max_pixel_value=255.0)
+    if preset == "scsonet":
+        # Per image, all channels together. Standardising first (as some code in this family does)
+        # would not change the result: min-max scaling is invariant to affine maps.
+        # (albumentations' own "min_max" mode returns float64 and stops short of 1 by an epsilon.)
+        return MinMaxScale()
+    return A.Normalize(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), max_pixel_value=255.0)  # x / 255
+
+
+def _augmentations(preset: str, h: int, w: int) -> list[A.BasicTransform]:
+    """Training-only transforms, applied to uint8 images before the resize/normalisation tail."""
+    flips = [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
+    if preset == "medlitenet":
+        # The paper names the operations, not their ranges/probabilities: the values are ours.
+        return [
+            A.RandomResizedCrop(size=(h, w), scale=(0.5, 1.0), ratio=(0.75, 1.333),
+                                interpolation=cv2.INTER_LINEAR, mask_interpolation=_MASK_NN),
+            *flips,
+            A.Rotate(limit=(-30, 30), interpolation=cv2.INTER_LINEAR, mask_interpolation=_MASK_NN, p=0.5, **_BORDER),
+            A.ElasticTransform(alpha=30, sigma=6, interpolation=cv2.INTER_LINEAR, mask_interpolation=_MASK_NN,
+                               p=0.2, **_BORDER),
+            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.0625, 0.0625), interpolation=cv2.INTER_LINEAR,
+                     mask_interpolation=_MASK_NN, p=0.5, **_BORDER),
+            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
+            A.CLAHE(clip_limit=(1, 4), p=0.2),
+            A.RandomGamma(gamma_limit=(80, 120), p=0.3),
+            A.GaussNoise(std_range=(0.01, 0.05), p=0.2),
+            A.GaussianBlur(blur_limit=(3, 5), p=0.2),
+        ]
+    if preset == "slsnet":
+        # The paper's offline set: flips, gamma in {0.5, 1.0, 1.5}, CLAHE clip limit in [1, 2].
+        # albumentations' gamma_limit is in percent (50 -> gamma 0.5).
+        return [
+            *flips,
+            A.OneOf([A.RandomGamma(gamma_limit=(g, g), p=1.0) for g in (50, 100, 150)], p=1.0),
+            A.CLAHE(clip_limit=(1, 2), p=0.5),
+        ]
+    if preset == "scsonet":
+        # "vertical flip, horizontal flip, and random rotation": full-circle rotation is our reading.
+        return [*flips, A.Rotate(limit=(-180, 180), interpolation=cv2.INTER_LINEAR,
+                                 mask_interpolation=_MASK_NN, p=0.5, **_BORDER)]
+    if preset == "unet_aksoy":
+        # "rotation, flipping, and zooms": Keras-style ranges (rotation 20 deg, zoom 0.8-1.2) are ours.
+        return [*flips, A.Affine(scale=(0.8, 1.2), rotate=(-20, 20), interpolation=cv2.INTER_LINEAR,
+                                 mask_interpolation=_MASK_NN, p=0.8, **_BORDER)]
+    return []  # none, lanet
+
+
+def build_transforms(
+    preset: str, image_size: tuple[int, int] | None = None, train: bool = True, *, seed: int | None = None
+) -> A.Compose:
+    """The albumentations pipeline of `preset` at `image_size` (H, W) (None: the preset's default).
+
+    `seed` seeds albumentations' own random state (default: derived from torch's initial seed).
+    """
+    if preset not in PRESET_INFO:
+        raise ValueError(f"augment preset {preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
+    h, w = (int(v) for v in (image_size if image_size is not None else DEFAULT_SIZES[preset]))
+    if h < 1 or w < 1:
+        raise ValueError(f"image_size: height and width must be positive, got {image_size}")
+    ops: list[A.BasicTransform] = _augmentations(preset, h, w) if train else []
+    # The final resize is a no-op after RandomResizedCrop, and the only geometry in evaluation.
+    ops += [_resize(h, w), _normalise(preset), BinarizeMask(), ToTensorV2()]
+    if seed is None:
+        seed = torch.initial_seed() % 2**32
+    return A.Compose(ops, seed=seed)
+
+
+def reseed(transform: A.Compose, seed: int | None = None) -> None:
+    """Reseed a pipeline's random state; default torch.initial_seed(), different in each DataLoader worker.
+
+    Call from a DataLoader worker_init_fn so workers do not replay one augmentation stream.
+    """
+    transform.set_random_seed(int(seed if seed is not None else torch.initial_seed() % 2**32))

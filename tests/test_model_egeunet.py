@@ -1,0 +1,120 @@
+"""EGE-UNet and its blocks (GHPA, group aggregation bridge)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from lesion_lightning.layers import GroupAggregationBridge, HadamardAxisAttention
+from lesion_lightning.models import create_model, get_model_spec
+from lesion_lightning.utils.complexity import count_flops, count_params
+
+OFFICIAL_PARAMS = 53_374  # sum(p.numel()) of the official EGE-UNet code (gt_ds=True)
+OFFICIAL_FLOPS = 144_192_512  # FlopCounterMode on the official code at 1x3x256x256
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # These models run many tiny ops; on shared cores, intra-op threads oversubscribe and crawl.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return create_model("egeunet").eval()
+
+
+def test_parameter_count_equals_official_code_and_table(model: nn.Module) -> None:
+    assert count_params(model) == OFFICIAL_PARAMS
+    assert round(count_params(model) / 1e6, 3) == get_model_spec("egeunet").paper["params"] / 1e6
+
+
+def test_flops_match_official_code(model: nn.Module) -> None:
+    assert count_flops(model, (3, 256, 256)) == pytest.approx(OFFICIAL_FLOPS, rel=0.01)
+
+
+@pytest.mark.parametrize("size", [(128, 128), (224, 224), (256, 256), (192, 256), (90, 70)])
+def test_output_shape_equals_input_shape(model: nn.Module, size: tuple[int, int]) -> None:
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *size))
+    assert out.shape == (1, 1, *size)
+    assert torch.isfinite(out).all()
+
+
+def test_aux_outputs_are_full_size_and_main_output_unchanged(model: nn.Module) -> None:
+    x = torch.randn(1, 3, 96, 64)
+    with torch.no_grad():
+        main, aux = model(x, return_aux=True)
+        plain = model(x)
+    torch.testing.assert_close(main, plain)
+    assert len(aux) == 5 and all(a.shape == (1, 1, 96, 64) for a in aux)
+    assert not torch.allclose(aux[0], aux[4])
+
+
+def test_gradients_reach_every_parameter() -> None:
+    torch.manual_seed(0)
+    net = create_model("egeunet").train()
+    net(torch.randn(2, 3, 64, 64)).square().mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None, name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_hadamard_attention_maps_resize_to_any_input() -> None:
+    block = HadamardAxisAttention(16, 24)
+    assert block(torch.randn(2, 16, 12, 20)).shape == (2, 24, 12, 20)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        HadamardAxisAttention(18, 24)
+
+
+def test_group_aggregation_bridge_uses_the_mask() -> None:
+    torch.manual_seed(0)
+    gab = GroupAggregationBridge(16, 8)
+    deep, skip = torch.randn(1, 16, 8, 8), torch.randn(1, 8, 16, 16)
+    mask = torch.zeros(1, 1, 16, 16)
+    out = gab(deep, skip, mask)
+    assert out.shape == skip.shape
+    assert not torch.allclose(gab(deep, skip, mask + 3.0), out)
+
+
+def _ham_batch(root: Path, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for path in sorted((root / "HAM10000_images_part_1").glob("*.jpg"))[:n]:
+        img = np.asarray(Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32)
+        img = (img - img.min()) / max(img.max() - img.min(), 1e-6)
+        mask_path = root / "HAM10000_segmentations_lesion_tschandl" / f"{path.stem}_segmentation.png"
+        mask = np.asarray(Image.open(mask_path).convert("L").resize((size, size), Image.NEAREST)) > 127
+        xs.append(torch.from_numpy(img).permute(2, 0, 1))
+        ys.append(torch.from_numpy(mask).float()[None])
+    return torch.stack(xs), torch.stack(ys)
+
+
+def _bce_dice(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    prob = torch.sigmoid(logits)
+    return F.binary_cross_entropy_with_logits(logits, y) + 1 - (2 * (prob * y).sum() + 1) / (prob.sum() + y.sum() + 1)
+
+
+def test_training_steps_with_deep_supervision_reduce_loss(ham10000_root: Path) -> None:
+    torch.manual_seed(0)
+    x, y = _ham_batch(ham10000_root, 4, 64)
+    net = create_model("egeunet").train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        main, aux = net(x, return_aux=True)
+        loss = _bce_dice(main, y) + sum(w * _bce_dice(a, y) for w, a in zip((0.1, 0.2, 0.3, 0.4, 0.5), aux))
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.8 * losses[0]

@@ -1,0 +1,110 @@
+"""MALUNet (SCSONet's ablation base) and its blocks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from lesion_lightning.layers import DilatedGatedAttention, ExternalAttention
+from lesion_lightning.models import create_model, get_model_spec
+from lesion_lightning.utils.complexity import count_flops, count_params
+
+OFFICIAL_PARAMS = 177_943  # sum(p.numel()) of the official MALUNet code
+OFFICIAL_FLOPS = 165_480_448  # FlopCounterMode on the official code at 1x3x256x256
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # These models run many tiny ops; on shared cores, intra-op threads oversubscribe and crawl.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return create_model("malunet").eval()
+
+
+def test_parameter_count_equals_official_code(model: nn.Module) -> None:
+    assert count_params(model) == OFFICIAL_PARAMS
+
+
+def test_paper_params_are_thop_count_without_groupnorm(model: nn.Module) -> None:
+    groupnorm = sum(p.numel() for m in model.modules() if isinstance(m, nn.GroupNorm) for p in m.parameters())
+    assert round((count_params(model) - groupnorm) / 1e6, 3) == get_model_spec("malunet").paper["params"] / 1e6
+
+
+def test_flops_match_official_code(model: nn.Module) -> None:
+    assert count_flops(model, (3, 256, 256)) == pytest.approx(OFFICIAL_FLOPS, rel=0.01)
+
+
+@pytest.mark.parametrize("size", [(128, 128), (224, 224), (256, 256), (192, 256), (90, 70)])
+def test_output_shape_equals_input_shape(model: nn.Module, size: tuple[int, int]) -> None:
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *size))
+    assert out.shape == (1, 1, *size)
+    assert torch.isfinite(out).all()
+
+
+def test_gradients_reach_every_parameter() -> None:
+    torch.manual_seed(0)
+    net = create_model("malunet").train()
+    net(torch.randn(2, 3, 64, 64)).square().mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None, name
+        # EA's input-projection bias shifts every position of a memory row equally, which the
+        # softmax over positions cancels: its gradient is zero up to rounding.
+        if not name.endswith("proj_in.bias"):
+            assert p.grad.abs().sum() > 0, name
+
+
+def test_external_attention_memories_start_transposed_but_train_separately() -> None:
+    ea = ExternalAttention(16)
+    assert torch.equal(ea.memory_key.weight, ea.memory_value.weight.transpose(0, 1))
+    assert ea.memory_key.weight.data_ptr() != ea.memory_value.weight.data_ptr()
+    x = torch.randn(2, 16, 8, 8)
+    assert ea(x).shape == x.shape
+
+
+def test_dilated_gated_attention_shapes_and_channel_check() -> None:
+    assert DilatedGatedAttention(24, 32)(torch.randn(1, 24, 16, 16)).shape == (1, 32, 16, 16)
+    with pytest.raises(ValueError, match="split into 4"):
+        DilatedGatedAttention(18, 32)
+
+
+def _ham_batch(root: Path, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for path in sorted((root / "HAM10000_images_part_1").glob("*.jpg"))[:n]:
+        img = np.asarray(Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32)
+        img = (img - img.min()) / max(img.max() - img.min(), 1e-6)
+        mask_path = root / "HAM10000_segmentations_lesion_tschandl" / f"{path.stem}_segmentation.png"
+        mask = np.asarray(Image.open(mask_path).convert("L").resize((size, size), Image.NEAREST)) > 127
+        xs.append(torch.from_numpy(img).permute(2, 0, 1))
+        ys.append(torch.from_numpy(mask).float()[None])
+    return torch.stack(xs), torch.stack(ys)
+
+
+def test_training_steps_on_real_samples_reduce_loss(ham10000_root: Path) -> None:
+    torch.manual_seed(0)
+    x, y = _ham_batch(ham10000_root, 4, 64)
+    net = create_model("malunet").train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        logits = net(x)
+        prob = torch.sigmoid(logits)
+        loss = F.binary_cross_entropy_with_logits(logits, y) + 1 - (2 * (prob * y).sum() + 1) / (prob.sum() + y.sum() + 1)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.8 * losses[0]

@@ -1,0 +1,214 @@
+"""SCSONet and its blocks (ODConv, SCConv, PConv, EMA attention, SC attention bridge)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from lesion_lightning.layers import (
+    CRU,
+    SRU,
+    EMAttention,
+    FlatGroupNorm,
+    ODConv2d,
+    PConv,
+    SCAttentionBridge,
+    SCConv,
+)
+from lesion_lightning.models import create_model, get_model_spec
+from lesion_lightning.utils.complexity import count_flops, count_params
+
+OFFICIAL_PARAMS = 159_439  # sum(p.numel()) of the official SCSONet code
+OFFICIAL_FLOPS = 165_529_920  # FlopCounterMode on the official code at 1x3x256x256
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # These models run many tiny ops; on shared cores, intra-op threads oversubscribe and crawl.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return create_model("scsonet").eval()
+
+
+def test_registry_entry() -> None:
+    spec = get_model_spec("scsonet")
+    assert spec.input_size == (3, 256, 256)
+    assert spec.preset == "scsonet"
+    assert spec.num_classes == 1
+    assert spec.paper["gflops"] == 0.056
+    assert spec.paper["official_code_params"] == OFFICIAL_PARAMS
+
+
+def test_parameter_count_equals_official_code(model: nn.Module) -> None:
+    assert count_params(model) == OFFICIAL_PARAMS
+
+
+def test_paper_params_are_thop_count_in_binary_millions(model: nn.Module) -> None:
+    # thop never counts GroupNorm, SCConv's own group norm or ODConv's bare weight tensor.
+    skipped = sum(p.numel() for m in model.modules() if isinstance(m, (nn.GroupNorm, FlatGroupNorm)) for p in m.parameters())
+    skipped += sum(m.weight.numel() for m in model.modules() if isinstance(m, ODConv2d))
+    assert round((count_params(model) - skipped) / 2**20, 3) == get_model_spec("scsonet").paper["params"] / 1e6
+
+
+def test_flops_match_official_code(model: nn.Module) -> None:
+    flops = count_flops(model, (3, 256, 256))
+    assert flops == pytest.approx(OFFICIAL_FLOPS, rel=0.01)
+
+
+@pytest.mark.parametrize("size", [(128, 128), (224, 224), (256, 256), (192, 256), (100, 150)])
+def test_output_shape_equals_input_shape(model: nn.Module, size: tuple[int, int]) -> None:
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *size))
+    assert out.shape == (1, 1, *size)
+    assert torch.isfinite(out).all()
+
+
+def test_returns_logits_not_probabilities(model: nn.Module) -> None:
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 64, 64) * 3)
+    assert out.min() < 0 or out.max() > 1
+
+
+def test_gradients_reach_every_trainable_parameter() -> None:
+    torch.manual_seed(0)
+    net = create_model("scsonet").train()
+    net(torch.randn(2, 3, 64, 64)).square().mean().backward()
+    # SRU's hard gate is not differentiable: its norm's scale and shift get no gradient (as in the official code).
+    gateless = {n for n, _ in net.named_parameters() if ".sru.norm." in n}
+    assert len(gateless) == 12  # 6 SCConv blocks x (weight, bias)
+    for name, p in net.named_parameters():
+        if name in gateless:
+            assert p.grad is None, name
+        else:
+            assert p.grad is not None, name
+            assert p.grad.abs().sum() > 0, name
+
+
+def _ham_batch(root: Path, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    images = sorted((root / "HAM10000_images_part_1").glob("*.jpg"))[:n]
+    xs, ys = [], []
+    for path in images:
+        mask_path = root / "HAM10000_segmentations_lesion_tschandl" / f"{path.stem}_segmentation.png"
+        img = np.asarray(Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32)
+        img = (img - img.min()) / max(img.max() - img.min(), 1e-6)  # per-image min-max, as SCSONet's code
+        mask = np.asarray(Image.open(mask_path).convert("L").resize((size, size), Image.NEAREST)) > 127
+        xs.append(torch.from_numpy(img).permute(2, 0, 1))
+        ys.append(torch.from_numpy(mask).float()[None])
+    return torch.stack(xs), torch.stack(ys)
+
+
+def test_training_steps_on_real_samples_reduce_loss(ham10000_root: Path) -> None:
+    torch.manual_seed(0)
+    x, y = _ham_batch(ham10000_root, 4, 64)
+    net = create_model("scsonet").train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+
+    def loss_fn() -> torch.Tensor:
+        logits = net(x)
+        prob = torch.sigmoid(logits)
+        dice = 1 - (2 * (prob * y).sum() + 1) / (prob.sum() + y.sum() + 1)
+        return F.binary_cross_entropy_with_logits(logits, y) + dice
+
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.8 * losses[0]
+
+
+# --- blocks -------------------------------------------------------------------------------------
+
+
+def test_flat_group_norm_handles_groups_that_split_channels() -> None:
+    with pytest.raises(ValueError):
+        nn.GroupNorm(16, 24)  # torch needs whole channels per group; the SRU norm does not
+    norm = FlatGroupNorm(24, groups=16)
+    x = torch.randn(2, 24, 4, 4)
+    flat = x.reshape(2, 16, -1)
+    expected = ((flat - flat.mean(2, keepdim=True)) / (flat.std(2, keepdim=True) + 1e-10)).view_as(x)
+    torch.testing.assert_close(norm(x), expected * norm.weight + norm.bias)
+    with pytest.raises(ValueError, match="divisible"):
+        norm(torch.randn(1, 24, 1, 1))  # 24 values do not split into 16 groups
+
+
+def test_sru_redistributes_but_preserves_half_sums() -> None:
+    torch.manual_seed(0)
+    sru = SRU(32)
+    x = torch.randn(2, 32, 8, 8)
+    out = sru(x)
+    # Each input element lands in exactly one output channel: channel j or j + C/2.
+    torch.testing.assert_close(out[:, :16] + out[:, 16:], x[:, :16] + x[:, 16:])
+    assert not torch.equal(out, x)
+
+
+def test_cru_and_scconv_keep_shape() -> None:
+    x = torch.randn(2, 24, 8, 8)
+    assert CRU(24)(x).shape == x.shape
+    assert SCConv(24)(x).shape == x.shape
+    with pytest.raises(ValueError):
+        CRU(2)
+
+
+def test_pconv_touches_only_the_first_channels() -> None:
+    pconv = PConv(16)
+    x = torch.randn(1, 16, 8, 8)
+    out = pconv(x)
+    assert torch.equal(out[:, 8:], x[:, 8:])
+    torch.testing.assert_close(out[:, :8], pconv.conv(x[:, :8]))
+
+
+def test_odconv_equals_per_sample_attention_scaled_conv() -> None:
+    torch.manual_seed(0)
+    conv = ODConv2d(8, 16, 3).eval()
+    x = torch.randn(3, 8, 12, 12)
+    channel, filters, spatial, kernels = conv.attention(x)
+    assert kernels is None  # one kernel: no kernel attention
+    out = conv(x)
+    for i in range(3):
+        w = conv.weight[0] * spatial[i, 0]  # (Cout, Cin, 3, 3) * (1, 1, 3, 3)
+        ref = F.conv2d(x[i : i + 1] * channel[i : i + 1], w, padding=1) * filters[i : i + 1]
+        torch.testing.assert_close(out[i : i + 1], ref)
+
+
+def test_odconv_with_kernel_bank_and_pointwise() -> None:
+    x = torch.randn(2, 16, 8, 8)
+    bank = ODConv2d(16, 24, 3, kernel_num=4).eval()
+    assert bank(x).shape == (2, 24, 8, 8)
+    assert ODConv2d(16, 24, 1).eval()(x).shape == (2, 24, 8, 8)
+    assert ODConv2d(16, 16, 3, stride=2).eval()(x).shape == (2, 16, 4, 4)
+
+
+def test_ema_attention_shape_and_channel_check() -> None:
+    x = torch.randn(2, 24, 8, 6)
+    assert EMAttention(24, factor=8)(x).shape == x.shape
+    with pytest.raises(ValueError, match="multiple of factor"):
+        EMAttention(20, factor=8)
+
+
+def test_bridge_channel_attention_mixes_stages() -> None:
+    torch.manual_seed(0)
+    bridge = SCAttentionBridge([8, 16, 24, 32, 48])
+    feats = [torch.randn(1, c, 64 // 2**i, 64 // 2**i) for i, c in enumerate([8, 16, 24, 32, 48])]
+    out = bridge(feats)
+    assert [o.shape for o in out] == [f.shape for f in feats]
+    changed = list(feats)
+    changed[4] = changed[4] + 5.0
+    assert not torch.allclose(bridge(changed)[0], out[0])  # stage 5 reaches stage 1 through the joint channel attention
+    with pytest.raises(ValueError, match="expects 5"):
+        bridge(feats[:4])
