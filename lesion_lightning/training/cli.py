@@ -145,7 +145,22 @@ def _rewrite_legacy_args(argv: list[str]) -> list[str]:
     return out
 
 
+def finish_wandb_runs(trainer: Trainer | None) -> None:
+    """Close the trainer's W&B runs so that everything logged is flushed to disk (offline run files are
+    otherwise left mid-record until the process exits, and a later run in the same process would reuse them)."""
+    for logger in getattr(trainer, "loggers", None) or []:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish()
+
+
 def build_cli(argv: list[str], run: bool = True) -> LesionCLI:
+    cli = _build_cli(argv, run)
+    if run:
+        finish_wandb_runs(getattr(cli, "trainer", None))
+    return cli
+
+
+def _build_cli(argv: list[str], run: bool) -> LesionCLI:
     return LesionCLI(
         SegmentationTask,
         LesionDataModule,

@@ -78,7 +78,8 @@ class SegmentationTask(pl.LightningModule):
         self.criterion = build_loss(loss)
         self.threshold = threshold
         self.tta = tta
-        self.metrics = nn.ModuleDict({stage: SegmentationMetrics(threshold=threshold) for stage in STAGES})
+        # ModuleDict keys must not shadow nn.Module attributes (`train`), hence the suffix.
+        self.metrics = nn.ModuleDict({f"{stage}_metrics": SegmentationMetrics(threshold=threshold) for stage in STAGES})
 
     # -- forward / probabilities ---------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,7 +101,7 @@ class SegmentationTask(pl.LightningModule):
         logits = self.model(x) if stage == "train" else self._eval_logits(x)
         loss = self.criterion(logits, y)
         probs = self.predict_probs(logits.float()).detach()
-        self.metrics[stage].update(probs, y, ids=batch.get("id"))
+        self.metrics[f"{stage}_metrics"].update(probs, y, ids=batch.get("id"))
         batch_size = x.shape[0]
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
                  batch_size=batch_size, sync_dist=stage != "train")
@@ -124,12 +125,11 @@ class SegmentationTask(pl.LightningModule):
 
     # -- metrics ---------------------------------------------------------------------------------
     def _log_epoch_metrics(self, stage: str) -> None:
-        metric = self.metrics[stage]
+        metric = self.metrics[f"{stage}_metrics"]
         values = metric.compute()
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, prog_bar=False, sync_dist=False)
-        for key in ("dice", "iou"):
-            if key in values:
-                self.log(f"{stage}/{key}", values[key], prog_bar=True)
+        # torchmetrics already synced the state across processes: no sync_dist averaging here.
+        for key, value in values.items():
+            self.log(f"{stage}/{key}", value, prog_bar=key in ("dice", "iou"), sync_dist=False)
         self.last_epoch_metrics = getattr(self, "last_epoch_metrics", {})
         self.last_epoch_metrics[stage] = {k: float(v) for k, v in values.items()}
         if stage == "test":
