@@ -37,6 +37,7 @@ demo: install ## train + evaluate on the embedded default data (real HAM10000 sa
 
 bench: install ## run the benchmarks in benchmarks/ (prints ratios)
 	$(PY) benchmarks/cache_benchmark.py
+	$(PY) benchmarks/lightning_overhead.py
 
 clean: ## remove caches and run outputs (keeps .venv)
 	rm -rf runs results .cache .pytest_cache wandb lightning_logs
