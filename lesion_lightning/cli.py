@@ -26,6 +26,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("models", "list registered models with params/MACs/FLOPs beside their papers'"),
     "complexity": ("complexity", "parameters, MACs, FLOPs and memory of one model at a given input size"),
     "demo": ("demo", "train and test the demo model on the embedded default data"),
+    "reproduce": ("reproduce", "regenerate a paper's results table (experiments/tables/) beside the paper's numbers"),
+    "bench": ("bench", "latency, FPS, params and MACs per model and input size beside the papers' figures"),
+    "cross-eval": ("cross_eval", "evaluate a trained model on other datasets, overlap-aware (LANET Table 9)"),
 }
 
 
