@@ -6,22 +6,23 @@ only needed for adversarial training and is not registered as a segmentation mod
 Generator (Sec. 3.1-3.2, Fig. 1; channels @ side for a 128 x 128 input):
 
     multiscale block   input at 1, 1/2, 1/4, 1/8 -> 3x3 conv + CAM each -> bilinear up, mean     16 @ 128
-    2 x down-attention 3x3 conv + BN + ReLU -> 2x2 max-pool -> PAM                     16 @ 64, 44 @ 32
-    4 x FAM            non-bottleneck-1D + CAM                                                     44 @ 32
-    down-attention     3x3 conv + BN + ReLU -> 2x2 max-pool -> PAM                                136 @ 16
-    8 x FAM            dilations 2, 4, 8, 16 twice (ERFNet's schedule)                            136 @ 16
-    bottleneck         non-bottleneck-1D -> CAM(.) + PAM(.)                                       136 @ 16
-    2 x up group       3x3 stride-2 deconv + BN + ReLU -> PAM -> 2 FAMs (Dropout2d = z)  44 @ 32, 16 @ 64
+    2 x down-attention 3x3 conv + BN + ReLU -> 2x2 max-pool -> PAM                     16 @ 64, 20 @ 32
+    4 x FAM            non-bottleneck-1D + CAM                                                     20 @ 32
+    down-attention     3x3 conv + BN + ReLU -> 2x2 max-pool -> PAM                                142 @ 16
+    8 x FAM            dilations 2, 4, 8, 16 twice (ERFNet's schedule)                            142 @ 16
+    bottleneck         non-bottleneck-1D -> CAM(.) + PAM(.)                                       142 @ 16
+    2 x up group       3x3 stride-2 deconv + BN + ReLU -> PAM -> 2 FAMs (Dropout2d = z)  20 @ 32, 16 @ 64
     head               3x3 stride-2 deconv -> 1 channel of logits                                   1 @ 128
 
-The paper gives no widths. The layout is ERFNet's (where its factorised blocks come from); ERFNet's widths
-16 / 64 / 128 overshoot the paper's MACs, so the 1/4 stage is narrowed to 44 and the 1/8 stage widened to
-136: 2.33M parameters (paper 2.35M) and layer MACs within 8 % of all three printed sizes.
+The paper gives no widths; 16 / 16 / 20 / 142 land on both of its figures as torch.utils.flop_counter
+counts them (every product, attention included): 2.338M parameters (paper 2.35M) and 0.213 / 0.843 /
+3.37 GMACs at 64 / 128 / 256 (paper 0.23 / 0.90 / 3.16, Table 7: 3.61 at 256).
 
-The paper's MAC figures grow 4x per doubling of the input side (0.23 -> 0.90 -> 3.61 G): they leave out
-PAM's and CAM's attention products (which grow 16x and 4x, have no weights, and are invisible to module-hook
-counters such as thop). `slsnet_macs` reports both the layer MACs comparable with the paper and the
-attention MACs that torch.utils.flop_counter also counts. Details: docs/models/slsnet.md.
+The paper's MACs grow ~4x per doubling of the input side, so nothing in the model may grow faster: DANet's
+N x N position attention (16x per doubling) would cost 0.3 G per PAM at the 1/2 stage of a 128 input
+alone. Each PAM therefore attends over its input average-pooled to at most 8 x 8 context positions
+(`pam_context=8`; exact DANet wherever the map is at most 8 x 8, e.g. the 1/8 stage of a 64 input;
+`pam_context=None` restores full attention). Details and all measured numbers: docs/models/slsnet.md.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ from lesion_lightning.models.registry import register_model
 _DEPTH = 8  # three 2x poolings: sides are padded to a multiple of 8
 
 
-def _pam(channels: int, enabled: bool, reduction: int) -> nn.Module:
-    return PAM(channels, reduction) if enabled else nn.Identity()
+def _pam(channels: int, enabled: bool, reduction: int, context: int | None) -> nn.Module:
+    return PAM(channels, reduction, context=context) if enabled else nn.Identity()
 
 
 class _MultiScaleBlock(nn.Module):
@@ -71,7 +72,7 @@ class _MultiScaleBlock(nn.Module):
 class _DownAttention(nn.Module):
     """3x3 conv + BN + ReLU, 2x2 max-pool, then PAM (SLSNet's downsampling-attention layer)."""
 
-    def __init__(self, in_channels: int, out_channels: int, use_pam: bool, pam_reduction: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, use_pam: bool, pam_reduction: int, pam_context: int | None) -> None:
         super().__init__()
         self.conv = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
@@ -79,7 +80,7 @@ class _DownAttention(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.pool = nn.MaxPool2d(2)
-        self.pam = _pam(out_channels, use_pam, pam_reduction)
+        self.pam = _pam(out_channels, use_pam, pam_reduction, pam_context)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pam(self.pool(self.conv(x)))
@@ -89,7 +90,8 @@ class _UpAttention(nn.Module):
     """3x3 stride-2 deconvolution + BN + ReLU, PAM, then FAMs whose Dropout2d plays the noise z."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, fams: int, dropout: float, use_pam: bool, use_cam: bool, pam_reduction: int
+        self, in_channels: int, out_channels: int, fams: int, dropout: float, use_pam: bool, use_cam: bool, pam_reduction: int,
+        pam_context: int | None,
     ) -> None:
         super().__init__()
         self.up = nn.Sequential(
@@ -97,7 +99,7 @@ class _UpAttention(nn.Module):
             nn.BatchNorm2d(out_channels, eps=BN_EPS),
             nn.ReLU(inplace=True),
         )
-        self.pam = _pam(out_channels, use_pam, pam_reduction)
+        self.pam = _pam(out_channels, use_pam, pam_reduction, pam_context)
         self.fams = nn.Sequential(*(FAM(out_channels, dropout=dropout, use_cam=use_cam) for _ in range(fams)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,11 +112,11 @@ class _DualAttentionBottleneck(nn.Module):
     With only one attention kind enabled that branch alone is kept; with none, the factorised output.
     """
 
-    def __init__(self, channels: int, use_pam: bool, use_cam: bool, pam_reduction: int) -> None:
+    def __init__(self, channels: int, use_pam: bool, use_cam: bool, pam_reduction: int, pam_context: int | None) -> None:
         super().__init__()
         self.factorized = NonBottleneck1D(channels)
         self.cam = CAM() if use_cam else None
-        self.pam = PAM(channels, pam_reduction) if use_pam else None
+        self.pam = PAM(channels, pam_reduction, context=pam_context) if use_pam else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.factorized(x)
@@ -133,13 +135,16 @@ class _DualAttentionBottleneck(nn.Module):
         "gmacs_by_size": {64: 0.23, 128: 0.90, 256: 3.16},
         "gmacs_256_table7": 3.61,
         "flops_note": (
-            "MACs of the generator G only (Table 5: 0.23 / 0.90 / 3.16 G at 64 / 128 / 256; Table 7 prints 3.61 at "
-            "256, which is the value consistent with the exact 4x growth of the other two). The figures exclude "
-            "PAM/CAM attention products; compare with slsnet_macs(...)['layer_macs']."
+            "MACs of the generator G only, at 64 / 128 / 256: 0.23 / 0.90 / 3.16 G (Table 5); Table 7 prints 3.61 "
+            "at 256. Ours are torch.utils.flop_counter totals (every conv and attention product); see "
+            "docs/models/slsnet.md. The discriminator D is not counted (the paper's 2.35M is the deployed G)."
         ),
         "source": "SLSNet (Sarker et al., ESWA 2021) Tables 3-7",
     },
-    description="SLSNet generator: multiscale input, factorised-attention (FAM) encoder-decoder with PAM/CAM (GAN-trained)",
+    description=(
+        "SLSNet generator G (GAN-trained; D not counted): multiscale block, FAM encoder-decoder with PAM/CAM; "
+        "paper 2.35M params, 0.23 / 0.90 / 3.16 GMACs at 64 / 128 / 256"
+    ),
 )
 class SLSNetGenerator(nn.Module):
     """SLSNet generator G: multiscale block, PAM/CAM-attended ERFNet-style encoder-decoder, 1-channel logits.
@@ -154,7 +159,7 @@ class SLSNetGenerator(nn.Module):
         self,
         in_channels: int = 3,
         num_classes: int = 1,
-        widths: Sequence[int] = (16, 16, 44, 136),
+        widths: Sequence[int] = (16, 16, 20, 142),
         *,
         use_pam: bool = True,
         use_cam: bool = True,
@@ -166,6 +171,7 @@ class SLSNetGenerator(nn.Module):
         dropout: float = 0.3,
         encoder_dropout: float = 0.0,
         pam_reduction: int = 8,
+        pam_context: int | None = 8,
     ) -> None:
         super().__init__()
         if in_channels < 1 or num_classes < 1:
@@ -179,21 +185,21 @@ class SLSNetGenerator(nn.Module):
         self.use_pam, self.use_cam, self.multiscale = use_pam, use_cam, multiscale
 
         self.stem = _MultiScaleBlock(in_channels, w0, (2, 4, 8) if multiscale else (), use_cam)
-        self.down1 = _DownAttention(w0, w1, use_pam, pam_reduction)
-        self.down2 = _DownAttention(w1, w2, use_pam, pam_reduction)
+        self.down1 = _DownAttention(w0, w1, use_pam, pam_reduction, pam_context)
+        self.down2 = _DownAttention(w1, w2, use_pam, pam_reduction, pam_context)
         self.encoder_fams = nn.Sequential(
             *(FAM(w2, dropout=encoder_dropout, use_cam=use_cam) for _ in range(encoder_fams))
         )
-        self.down3 = _DownAttention(w2, w3, use_pam, pam_reduction)
+        self.down3 = _DownAttention(w2, w3, use_pam, pam_reduction, pam_context)
         self.bottleneck_fams = nn.Sequential(
             *(
                 FAM(w3, dropout=encoder_dropout, dilation=bottleneck_dilations[i % len(bottleneck_dilations)], use_cam=use_cam)
                 for i in range(bottleneck_fams)
             )
         )
-        self.bottleneck = _DualAttentionBottleneck(w3, use_pam, use_cam, pam_reduction)
-        self.up1 = _UpAttention(w3, w2, decoder_fams, dropout, use_pam, use_cam, pam_reduction)
-        self.up2 = _UpAttention(w2, w1, decoder_fams, dropout, use_pam, use_cam, pam_reduction)
+        self.bottleneck = _DualAttentionBottleneck(w3, use_pam, use_cam, pam_reduction, pam_context)
+        self.up1 = _UpAttention(w3, w2, decoder_fams, dropout, use_pam, use_cam, pam_reduction, pam_context)
+        self.up2 = _UpAttention(w2, w1, decoder_fams, dropout, use_pam, use_cam, pam_reduction, pam_context)
         self.head = nn.ConvTranspose2d(w1, num_classes, 3, stride=2, padding=1, output_padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,6 +235,7 @@ class SLSNetDiscriminator(nn.Module):
         use_pam: bool = True,
         use_cam: bool = True,
         pam_reduction: int = 8,
+        pam_context: int | None = 8,
     ) -> None:
         super().__init__()
         if min(in_channels, mask_channels, base_width) < 1:
@@ -243,7 +250,7 @@ class SLSNetDiscriminator(nn.Module):
             nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False),
             nn.BatchNorm2d(2 * w),
             nn.LeakyReLU(0.2, inplace=True),
-            _pam(2 * w, use_pam, pam_reduction),
+            _pam(2 * w, use_pam, pam_reduction, pam_context),
         )
         self.conv3 = nn.Sequential(
             nn.Conv2d(2 * w, 4 * w, 4, 2, 1, bias=False),
