@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -260,7 +261,7 @@ class Predictor:
         self.threshold = float(loaded.threshold if threshold is None else threshold)
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"--threshold must be in (0, 1), got {self.threshold}")
-        self._transform = self.preprocessing.transform()
+        self._local = threading.local()  # one albumentations pipeline per thread (decode threads)
         net = self.task.model
         if tta:
             from lesion_lightning.models.tta import TTAWrapper
@@ -273,7 +274,10 @@ class Predictor:
         """(3, h, w) float32 tensor at the working size from an (H, W, 3) uint8 RGB image."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
-        return self._transform(image=image)["image"]
+        transform = getattr(self._local, "transform", None)
+        if transform is None:
+            transform = self._local.transform = self.preprocessing.transform()
+        return transform(image=image)["image"]
 
     @torch.inference_mode()
     def forward_batch(self, batch: torch.Tensor) -> torch.Tensor:
