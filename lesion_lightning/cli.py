@@ -26,6 +26,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("models", "list registered models with params/MACs/FLOPs beside their papers'"),
     "complexity": ("complexity", "parameters, MACs, FLOPs and memory of one model at a given input size"),
     "demo": ("demo", "train and test the demo model on the embedded default data"),
+    "predict-images": ("predict_images", "masks, overlays and a CSV for image files (also `predict --ckpt RUN_OR_CKPT`)"),
+    "explain": ("explain", "Grad-CAM and activation maps of a trained model on images"),
+    "export": ("export", "export a trained model to ONNX, TorchScript or safetensors (+ model card), verified"),
     "reproduce": ("reproduce", "regenerate a paper's results table (experiments/tables/) beside the paper's numbers"),
     "bench": ("bench", "latency, FPS, params and MACs per model and input size beside the papers' figures"),
     "cross-eval": ("cross_eval", "evaluate a trained model on other datasets, overlap-aware (LANET Table 9)"),
@@ -61,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # `predict --ckpt RUN_OR_CKPT --input ...` (no --config) predicts image files; `predict --config` is LightningCLI's.
+    if argv[:1] == ["predict"] and any(a == "--ckpt" or a.startswith("--ckpt=") for a in argv) \
+            and not any(a == "--config" or a.startswith("--config=") for a in argv):
+        argv[0] = "predict-images"
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
         from lesion_lightning.training.cli import run_lightning_cli
 
