@@ -1,0 +1,126 @@
+"""`lesion-lightning reproduce TABLE`: regenerate a paper's results table beside the paper's numbers.
+
+Runs every job of the table spec (experiments/tables/TABLE.yaml) that has not finished yet — one
+training + evaluation run per (model, dataset, split/fold, seed), each in its own run folder — then
+aggregates mean ± std over seeds/folds, paired t-tests against the paper's proposed model, and
+writes results/tables/TABLE.{md,csv,tex,png}. `--list` shows every spec.
+
+Profiles: `paper` (the paper's protocol on the real dataset; needs --data-root) and `smoke` (the
+embedded default data — the real HAM10000 sample, else synthetic — with few epochs and small images;
+every output says the data is not the paper's dataset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("table", nargs="?", help="table id (e.g. lanet-table5), a unique short form, or a spec path")
+    parser.add_argument("--list", action="store_true", help="list every table spec and exit")
+    parser.add_argument("--profile", choices=("paper", "smoke"), default="paper",
+                        help="paper: the paper's protocol on the real data (needs --data-root); "
+                             "smoke: embedded sample data, few epochs, small images (default: paper)")
+    parser.add_argument("--data-root", action="append", metavar="DIR|NAME=DIR",
+                        help="real dataset root: DIR for a one-dataset table, DIR holding <dataset>/ folders, "
+                             "or NAME=DIR (repeatable)")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the spec's / profile's)")
+    parser.add_argument("--rows", default=None, help="comma-separated row ids to run (default: every implemented row)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the profile's number of epochs")
+    parser.add_argument("--image-size", type=int, default=None, help="override the profile's image size")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the profile's batch size")
+    parser.add_argument("--limit-batches", type=float, default=None,
+                        help="Lightning limit_train/val_batches (an int count or a fraction), for quick checks")
+    parser.add_argument("--output", default="results/tables", help="folder of the table outputs (default: results/tables)")
+    parser.add_argument("--runs-root", default="runs", help="root of the job run folders (default: runs)")
+    parser.add_argument("--logger", default="none", choices=("none", "csv", "wandb"), help="logger of each job (default: none)")
+    parser.add_argument("--dry-run", action="store_true", help="list the jobs (and which are finished) without running them")
+    parser.add_argument("--no-run", action="store_true", help="aggregate what is finished without running anything")
+
+
+def _list(console) -> int:
+    from rich.table import Table
+
+    from lesion_lightning.experiments.tables import load_all
+
+    specs = load_all()
+    table = Table(title=f"{len(specs)} table specs (experiments/tables/)")
+    for c in ("table", "paper", "no.", "kind", "datasets", "split", "rows (ours/paper-only)", "make target"):
+        table.add_column(c)
+    for s in specs:
+        ours = sum(not r.paper_only for r in s.rows)
+        split = (s.split or "-") + (f" x{s.folds}" if s.folds else "")
+        table.add_row(s.id, s.paper.split(":")[0], s.table, s.kind, ",".join(s.datasets + s.test_datasets) or "-", split,
+                      f"{ours}/{len(s.rows) - ours}", f"make reproduce TABLE={s.id}")
+    console.print(table)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lesion_lightning.experiments.aggregate import aggregate, header_lines, print_table, write_outputs
+    from lesion_lightning.experiments.runner import JobError, is_done, plan_jobs, run_jobs
+    from lesion_lightning.experiments.tables import SpecError, find_spec
+
+    console = Console()
+    try:
+        if args.list:
+            return _list(console)
+        if not args.table:
+            console.print("[red]error:[/] give a TABLE (see `lesion-lightning reproduce --list`)")
+            return 2
+        spec = find_spec(args.table)
+        rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
+        if rows:
+            unknown = [r for r in rows if r not in {x.id for x in spec.rows}]
+            if unknown:
+                raise SpecError(f"{spec.path}: --rows: unknown row id(s) {', '.join(unknown)}; "
+                                f"rows: {', '.join(x.id for x in spec.rows)}")
+        overrides = {"epochs": args.epochs, "image_size": args.image_size, "batch_size": args.batch_size,
+                     "limit_batches": (int(args.limit_batches) if args.limit_batches and args.limit_batches >= 1
+                                       else args.limit_batches)}
+        jobs = plan_jobs(spec, args.profile, args.runs_root, data_root=args.data_root, seeds=args.seeds,
+                         rows=rows, overrides=overrides)
+    except (SpecError, JobError) as err:
+        console.print(f"[red]error:[/] {err}")
+        return 2
+
+    for line in header_lines(spec, args.profile):
+        console.print(f"[bold yellow]{line}[/]" if line.startswith("SMOKE") else line)
+    done = sum(is_done(j) for j in jobs)
+    console.print(f"{len(jobs)} jobs, {done} already finished (skipped), {len(jobs) - done} to run")
+    if args.dry_run:
+        for j in jobs:
+            console.print(f"  {'done' if is_done(j) else 'todo'}  {j.label:40s} {j.run_dir}")
+        return 0
+
+    counts = {"ran": 0, "skipped": done, "failed": 0}
+    if not args.no_run and done < len(jobs):
+        started = time.time()
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.fields[current]}"), console=console, transient=False) as progress:
+            task = progress.add_task(spec.id, total=len(jobs), completed=0, current="")
+
+            def on_event(event: str, job, err) -> None:
+                if event == "start":
+                    progress.update(task, current=f"running {job.label}")
+                    return
+                progress.advance(task)
+                if event == "failed":
+                    progress.console.print(f"[red]job failed:[/] {job.label}: {err}")
+                elif event == "done":
+                    progress.console.print(f"[green]done[/] {job.label}  ({job.run_dir})")
+
+            counts = run_jobs(jobs, logger=args.logger, on_event=on_event)
+            progress.update(task, current="")
+        console.print(f"ran {counts['ran']}, skipped {counts['skipped']} finished, failed {counts['failed']} "
+                      f"in {time.time() - started:.0f} s")
+
+    result = aggregate(spec, jobs, args.profile)
+    print_table(result, console)
+    paths = write_outputs(result, args.output)
+    console.print("Wrote " + ", ".join(str(p) for p in paths.values()))
+    return 1 if counts["failed"] else 0

@@ -1,0 +1,1 @@
+"""Paper results tables: specs (`tables`), the job runner and results store (`runner`), aggregation (`aggregate`)."""
