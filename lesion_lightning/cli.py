@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("models", "list registered models with params/MACs/FLOPs beside their papers'"),
     "complexity": ("complexity", "parameters, MACs, FLOPs and memory of one model at a given input size"),
     "demo": ("demo", "train and test the demo model on the embedded default data"),
+    "sweep": ("sweep", "W&B hyperparameter sweeps: create/agent (W&B server) or local (offline loop + leaderboard)"),
     "predict-images": ("predict_images", "masks, overlays and a CSV for image files (also `predict --ckpt RUN_OR_CKPT`)"),
     "explain": ("explain", "Grad-CAM and activation maps of a trained model on images"),
     "export": ("export", "export a trained model to ONNX, TorchScript or safetensors (+ model card), verified"),

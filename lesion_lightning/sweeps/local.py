@@ -1,0 +1,402 @@
+"""The offline sweep loop behind `lesion-lightning sweep local`: W&B's sweep engine, no W&B server.
+
+For each trial: `sweeps.next_run(config, runs)` proposes the values (grid / random / bayes, exactly the
+engine the W&B server runs), the trial's command is built with wandb's own macro expansion
+(`spec.expand_command`), the agent's files are written (`WANDB_SWEEP_PARAM_PATH` yaml, the
+`${args_json_file}` JSON), and the command runs as a subprocess in W&B offline mode with the
+agent's environment (`WANDB_RUN_ID`, `WANDB_SWEEP_ID`, `WANDB_SWEEP_PARAM_PATH`). Its metric is read
+back from the offline run file (`utils.wandb_offline`), and the finished (or failed) run goes back to
+the engine as a `SweepRun` for the next proposal. After every trial the leaderboard (CSV, Markdown,
+PNG plot) and `sweep.json` are rewritten, so an interrupted sweep keeps what it did.
+
+Trials run one after another; `early_terminate` (hyperband) is a server-side decision in W&B and is
+not applied here (each trial runs to its end).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+import random
+import subprocess
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from lesion_lightning.sweeps.spec import (
+    SweepConfigError,
+    expand_command,
+    import_sweeps,
+    trial_environment,
+    write_agent_files,
+)
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+@dataclass
+class Trial:
+    """One trial of a local sweep, as recorded in sweep.json and the leaderboard."""
+
+    number: int
+    run_id: str
+    params: dict[str, Any]
+    command: list[str]
+    state: str = "pending"  # finished | failed
+    exit_code: int | None = None
+    metric: float | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    log_path: str = ""
+    run_file: str | None = None  # the offline .wandb file the metric was read from
+    run_dir: str | None = None  # the lesion-lightning run folder, when the trial is a LightningCLI run
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"trial-{self.number:03d}"
+
+
+@dataclass
+class LocalSweepResult:
+    sweep_id: str
+    output: Path
+    config: dict[str, Any]
+    trials: list[Trial]
+    stopped_reason: str  # "count" | "exhausted" | "interrupted"
+
+    @property
+    def metric_name(self) -> str:
+        return self.config["metric"]["name"]
+
+    @property
+    def goal(self) -> str:
+        return self.config["metric"].get("goal", "minimize")
+
+    def best(self) -> Trial | None:
+        done = [t for t in self.trials if t.state == "finished" and t.metric is not None]
+        if not done:
+            return None
+        return (max if self.goal == "maximize" else min)(done, key=lambda t: t.metric)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (the engine proposes np.float64) -> Python values, for JSON and the command."""
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", None) == ():
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _is_lightning_command(argv: list[str]) -> bool:
+    """True when the trial runs our LightningCLI (`... lesion_lightning fit ...` / `lesion-lightning fit`)."""
+    for i, tok in enumerate(argv):
+        if ("lesion_lightning" in tok or "lesion-lightning" in tok) and any(
+            a in LIGHTNING_SUBCOMMANDS for a in argv[i + 1:i + 3]
+        ):
+            return True
+    return False
+
+
+def _new_id(length: int = 8) -> str:
+    from wandb.sdk.lib.runid import generate_id
+
+    return generate_id(length)
+
+
+def _find_run_file(roots: list[Path], run_id: str) -> Path | None:
+    for root in roots:
+        if root.is_dir():
+            hits = sorted(root.rglob(f"offline-run-*/run-{run_id}.wandb"))
+            hits = [h for h in hits if "latest-run" not in h.parts]
+            if hits:
+                return hits[-1]
+    return None
+
+
+def _read_metric(trial: Trial, roots: list[Path], metric: str) -> tuple[float | None, list[dict[str, Any]]]:
+    """Fill the trial's run file / summary from its offline run; return (metric, metric history)."""
+    from lesion_lightning.utils.wandb_offline import read_run
+
+    path = _find_run_file(roots, trial.run_id)
+    if path is None:
+        trial.error = trial.error or f"no offline W&B run run-{trial.run_id}.wandb was written"
+        return None, []
+    trial.run_file = str(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = read_run(path)
+    trial.summary = {k: v for k, v in run.summary.items() if not k.startswith("_") and _is_number(v)}
+    value = run.summary.get(metric)
+    history = [{metric: v} for v in run.history_of(metric) if _is_number(v)]
+    if not _is_number(value):
+        trial.error = trial.error or f"the run's summary has no numeric {metric!r}"
+        return None, history
+    return float(value), history
+
+
+class LocalSweep:
+    """Run a sweep configuration's trials offline. `on_trial(event, trial)` is called with
+    "start" and "end" for progress reporting."""
+
+    def __init__(self, config: dict[str, Any], output: str | Path, *, count: int,
+                 cwd: str | Path | None = None, extra_args: list[str] | None = None,
+                 run_folder_args: bool | None = None, trial_timeout: float | None = None,
+                 seed: int | None = None, sweep_id: str | None = None, name: str | None = None,
+                 env: dict[str, str] | None = None,
+                 on_trial: Callable[[str, Trial], None] | None = None) -> None:
+        if count < 1:
+            raise ValueError(f"--count must be at least 1, got {count}")
+        metric = (config.get("metric") or {}).get("name")
+        if not metric:
+            raise SweepConfigError("the local sweep loop needs `metric: {name: ..., goal: ...}` to rank the trials")
+        self.config = config
+        self.output = Path(output)
+        self.count = count
+        self.cwd = Path(cwd) if cwd else Path.cwd()
+        self.extra_args = list(extra_args or [])
+        self.run_folder_args = run_folder_args
+        self.trial_timeout = trial_timeout
+        self.seed = seed
+        self.sweep_id = sweep_id or f"local-{_new_id(8)}"
+        self.name = name or config.get("name") or "sweep"
+        self.env = env
+        self.on_trial = on_trial or (lambda event, trial: None)
+        self.trials: list[Trial] = []
+        self._runs: list[Any] = []  # sweeps.SweepRun, one per trial, in order
+
+    # -- one trial --------------------------------------------------------------------------------
+    def _propose(self) -> Any:
+        sweeps = import_sweeps()
+        if self.seed is not None:  # reproducible proposals: the engine draws from numpy/random globals
+            import numpy as np
+
+            random.seed(self.seed + len(self._runs))
+            np.random.seed(self.seed + len(self._runs))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sklearn's GP convergence chatter in bayes
+            return sweeps.next_run(self.config, self._runs, validate=True)
+
+    def _run_trial(self, number: int, proposal: Any) -> Trial:
+        sweeps = import_sweeps()
+        params = {k: _plain(v["value"]) for k, v in proposal.config.items()}
+        run_id = _new_id(8)
+        trial_dir = self.output / "trials" / f"trial-{number:03d}"
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        param_path, json_path = write_agent_files(trial_dir, self.sweep_id, run_id, params)
+        argv = expand_command(self.config.get("command"), params, program=self.config.get("program"),
+                              args_json_file=json_path.resolve())
+        trial = Trial(number=number, run_id=run_id, params=params, command=argv,
+                      log_path=str(trial_dir / "output.log"))
+        use_run_args = _is_lightning_command(argv) if self.run_folder_args is None else self.run_folder_args
+        if use_run_args:
+            runs_root = (self.output / "runs").resolve()
+            argv += [f"--output_root={runs_root}", f"--experiment={self.name}", f"--run_name={trial.name}"]
+            trial.run_dir = str(runs_root / self.name / trial.name)
+        argv += self.extra_args
+        trial.command = argv
+        env = trial_environment(self.env, wandb_dir=trial_dir.resolve(), run_id=run_id, sweep_id=self.sweep_id,
+                                param_path=param_path.resolve())
+
+        self.on_trial("start", trial)
+        start = time.monotonic()
+        with open(trial.log_path, "w") as log:
+            log.write("$ " + " ".join(argv) + "\n\n")
+            log.flush()
+            try:
+                proc = subprocess.Popen(argv, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+            except OSError as err:
+                proc = None
+                trial.error = f"could not start the trial: {err}"
+                trial.exit_code = 127
+            if proc is not None:
+                try:
+                    trial.exit_code = proc.wait(timeout=self.trial_timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    trial.exit_code = proc.returncode
+                    trial.error = f"timed out after {self.trial_timeout:g} s"
+                except BaseException:  # Ctrl-C: stop the trial before leaving
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                    raise
+        trial.seconds = round(time.monotonic() - start, 2)
+
+        roots = [trial_dir] + ([Path(trial.run_dir)] if trial.run_dir else []) + [self.output]
+        metric, history = _read_metric(trial, roots, self.config["metric"]["name"])
+        if trial.exit_code != 0:
+            trial.state = "failed"
+            trial.error = trial.error if trial.error and "timed out" in trial.error else \
+                f"exit code {trial.exit_code} (see {trial.log_path})"
+        elif metric is None:
+            trial.state = "failed"
+        else:
+            trial.state = "finished"
+        trial.metric = metric
+
+        # Back to the engine: a terminal SweepRun with the metric in its summary (and history).
+        proposal.name = run_id
+        proposal.state = sweeps.RunState.finished if trial.state == "finished" else sweeps.RunState.failed
+        proposal.summary_metrics = dict(trial.summary)
+        proposal.history = history
+        proposal.exitcode = trial.exit_code
+        self.on_trial("end", trial)
+        return trial
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self) -> LocalSweepResult:
+        self.output.mkdir(parents=True, exist_ok=True)
+        reason = "count"
+        try:
+            for number in range(1, self.count + 1):
+                proposal = self._propose()
+                if proposal is None:
+                    reason = "exhausted"
+                    break
+                self._runs.append(proposal)
+                trial = self._run_trial(number, proposal)
+                self.trials.append(trial)
+                write_leaderboard(self.result(reason))
+        except KeyboardInterrupt:
+            reason = "interrupted"
+        result = self.result(reason)
+        write_leaderboard(result)
+        return result
+
+    def result(self, reason: str) -> LocalSweepResult:
+        return LocalSweepResult(sweep_id=self.sweep_id, output=self.output, config=self.config,
+                                trials=list(self.trials), stopped_reason=reason)
+
+
+# -- leaderboard ------------------------------------------------------------------------------------
+def ranked(result: LocalSweepResult) -> list[Trial]:
+    """Finished trials best first, then failed ones in trial order."""
+    sign = -1.0 if result.goal == "maximize" else 1.0
+    done = sorted((t for t in result.trials if t.state == "finished"), key=lambda t: (sign * t.metric, t.number))
+    return done + [t for t in result.trials if t.state != "finished"]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return "" if value is None else str(value)
+
+
+def leaderboard_rows(result: LocalSweepResult) -> tuple[list[str], list[dict[str, Any]]]:
+    param_names = sorted({k for t in result.trials for k in t.params})
+    header = ["rank", "trial", "run_id", "state", result.metric_name, "exit_code", "seconds", *param_names,
+              "error", "run_dir", "log"]
+    rows = []
+    rank = 0
+    for t in ranked(result):
+        rank_value: Any = ""
+        if t.state == "finished":
+            rank += 1
+            rank_value = rank
+        row = {"rank": rank_value, "trial": t.number, "run_id": t.run_id, "state": t.state,
+               result.metric_name: t.metric, "exit_code": t.exit_code, "seconds": t.seconds,
+               "error": t.error or "", "run_dir": t.run_dir or "", "log": t.log_path}
+        row.update({p: t.params.get(p) for p in param_names})
+        rows.append(row)
+    return header, rows
+
+
+def write_leaderboard(result: LocalSweepResult) -> dict[str, Path]:
+    """Write leaderboard.csv, leaderboard.md, leaderboard.png and sweep.json into the output folder."""
+    out = result.output
+    out.mkdir(parents=True, exist_ok=True)
+    header, rows = leaderboard_rows(result)
+    paths = {"csv": out / "leaderboard.csv", "md": out / "leaderboard.md", "png": out / "leaderboard.png",
+             "json": out / "sweep.json"}
+    with open(paths["csv"], "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=header)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row[k] is None else row[k] if not isinstance(row[k], (dict, list))
+                                 else json.dumps(row[k], sort_keys=True)) for k in header})
+
+    best = result.best()
+    md_cols = [c for c in header if c not in ("run_dir", "log")]
+    lines = [
+        f"# Sweep {result.config.get('name') or result.sweep_id} ({result.sweep_id})",
+        "",
+        f"method `{result.config.get('method')}`, metric `{result.metric_name}` ({result.goal}); "
+        f"{len(result.trials)} trial(s), {sum(t.state == 'finished' for t in result.trials)} finished, "
+        f"{sum(t.state == 'failed' for t in result.trials)} failed; stopped: {result.stopped_reason}.",
+        "",
+    ]
+    if best is not None:
+        lines += [f"Best: trial {best.number} ({best.run_id}), {result.metric_name} = {best.metric:.6g}", ""]
+    lines.append("| " + " | ".join(md_cols) + " |")
+    lines.append("|" + "|".join("---:" if c in ("rank", "trial", result.metric_name, "exit_code", "seconds")
+                                else "---" for c in md_cols) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row[c]).replace("|", "\\|") for c in md_cols) + " |")
+    lines.append("")
+    paths["md"].write_text("\n".join(lines))
+
+    _plot(result, paths["png"])
+    paths["json"].write_text(json.dumps({
+        "sweep_id": result.sweep_id,
+        "written": _dt.datetime.now().isoformat(timespec="seconds"),
+        "stopped": result.stopped_reason,
+        "metric": result.config["metric"],
+        "best_trial": best.number if best else None,
+        "config": result.config,
+        "trials": [asdict(t) for t in result.trials],
+    }, indent=2, default=str))
+    return paths
+
+
+def _plot(result: LocalSweepResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    done = [t for t in result.trials if t.state == "finished"]
+    failed = [t for t in result.trials if t.state != "finished"]
+    if done:
+        ax.plot([t.number for t in done], [t.metric for t in done], "o", color="tab:blue", label="finished")
+        better = max if result.goal == "maximize" else min
+        best_so_far, xs, ys = None, [], []
+        for t in result.trials:
+            if t.state == "finished":
+                best_so_far = t.metric if best_so_far is None else better(best_so_far, t.metric)
+            if best_so_far is not None:
+                xs.append(t.number)
+                ys.append(best_so_far)
+        ax.step(xs, ys, where="post", color="tab:orange", label="best so far")
+    if failed:
+        floor = min((t.metric for t in done), default=0.0)
+        ax.plot([t.number for t in failed], [floor] * len(failed), "x", color="tab:red", label="failed")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(result.metric_name)
+    ax.set_title(f"{result.config.get('name') or result.sweep_id}: {result.config.get('method')} ({result.goal})")
+    if result.trials:
+        ax.set_xticks([t.number for t in result.trials])
+    ax.grid(alpha=0.3)
+    if done or failed:
+        ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
