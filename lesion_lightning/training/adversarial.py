@@ -50,6 +50,7 @@ GENERATOR_LOSSES = {
     "bce_l1_jaccard": ("l1", "jaccard"),
 }
 CLIP_ALGORITHMS = ("norm", "value")
+_PARENT_ONLY_ARGS = ["loss", "optimizer", "weight_decay", "momentum", "scheduler", "scheduler_kwargs", "warmup_epochs"]
 _G_ABLATION_FLAGS = ("use_pam", "use_cam", "pam_reduction", "pam_context")
 
 
@@ -114,6 +115,9 @@ class AdversarialSegmentationTask(SegmentationTask):
             model=model, model_kwargs=model_kwargs, loss=supervised, optimizer="adam", lr=lr,
             betas=tuple(betas), threshold=threshold, tta=tta,
         )
+        # The parent saved its own arguments too (loss, optimizer, ...): keep only this class's, so the
+        # checkpoint's hyperparameters rebuild this task (load_from_checkpoint, inference.load_task).
+        self.save_hyperparameters(ignore=_PARENT_ONLY_ARGS)
         self.automatic_optimization = False
         self.generator_terms = GENERATOR_LOSSES[generator_loss]
         self.l1_loss = build_loss("l1")
