@@ -304,6 +304,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lesion_lightning.utils.latency import check_backend_available
 
+    threads_before = torch.get_num_threads()
     try:
         models = parse_models(args.models)
         sizes = parse_sizes(args.sizes)
@@ -322,15 +323,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     rows: list[dict[str, Any]] = []
-    for name in models:
-        print(f"benchmarking {name} at {', '.join(map(str, sizes))} px ...", file=sys.stderr)
-        rows.extend(bench_model(name, sizes, batch=args.batch, device=args.device, backend=args.backend,
-                                repeats=args.repeats, warmup=args.warmup))
+    try:
+        for name in models:
+            print(f"benchmarking {name} at {', '.join(map(str, sizes))} px ...", file=sys.stderr)
+            rows.extend(bench_model(name, sizes, batch=args.batch, device=args.device, backend=args.backend,
+                                    repeats=args.repeats, warmup=args.warmup))
+        env = environment(args.device)
+    finally:
+        torch.set_num_threads(threads_before)  # leave the process as found (tests run in-process)
     doc = {
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
         "settings": {"models": models, "sizes": sizes, "device": args.device, "batch": args.batch,
                      "backend": args.backend, "repeats": args.repeats, "warmup": args.warmup},
-        "environment": environment(args.device),
+        "environment": env,
         "note": CPU_NOTE if args.device == "cpu" else "",
         "rows": rows,
         "paper_only": paper_only_rows(),
