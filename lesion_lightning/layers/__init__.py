@@ -6,7 +6,7 @@ Each block lives in a module of this package; re-export it here so models import
 
 from lesion_lightning.layers.aspp import ASPP  # noqa: E402,F401
 from lesion_lightning.layers.attention import CBAM, ChannelAttention, PooledUnpooledAttention, SpatialAttention, pool_unpool_residual  # noqa: E402,F401
-from lesion_lightning.layers.conv import ConvBNAct, DepthwiseSeparableConv, depthwise_conv, same_padding  # noqa: E402,F401
+from lesion_lightning.layers.conv import ConvBNAct, DepthwiseSeparableConv, depthwise_conv, pad_to_multiple, same_padding  # noqa: E402,F401
 from lesion_lightning.layers.boundary import BoundaryAwareAttention, boundary_map, edge_kernels  # noqa: E402,F401
 from lesion_lightning.layers.danet import CAM, PAM  # noqa: E402,F401
 from lesion_lightning.layers.ema import EMAttention  # noqa: E402,F401

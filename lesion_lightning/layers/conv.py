@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -10,6 +12,20 @@ def same_padding(kernel_size: int, dilation: int = 1) -> int:
     if kernel_size % 2 == 0:
         raise ValueError(f"'same' padding needs an odd kernel size, got {kernel_size}")
     return dilation * (kernel_size - 1) // 2
+
+
+def pad_to_multiple(x: torch.Tensor, divisor: int) -> torch.Tensor:
+    """Pad H and W (bottom/right) up to multiples of `divisor` so every pooling level divides evenly.
+
+    Reflect padding where the image is larger than the pad, else replicate. Crop the output back
+    with `[..., :h, :w]`.
+    """
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % divisor, (-w) % divisor
+    if pad_h or pad_w:
+        mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    return x
 
 
 class ConvBNAct(nn.Sequential):

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lesion_lightning.layers.conv import pad_to_multiple
+
 
 def light_unet_init_(m: nn.Module) -> None:
     """Initialisation of the MALUNet code base (apply with `model.apply`).
@@ -76,12 +78,7 @@ class LightUNet(nn.Module):
         """Pad H and W up to multiples of 32 (reflect; replicate when the image is smaller than the pad)."""
         if x.ndim != 4:
             raise ValueError(f"{type(self).__name__} expects a (B, C, H, W) batch, got shape {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % self.stride, (-w) % self.stride
-        if pad_h or pad_w:
-            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        return x
+        return pad_to_multiple(x, self.stride)
 
     def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Encoder stages: the five skips (H/2 ... H/32, before any bridge) and the stage-6 output."""

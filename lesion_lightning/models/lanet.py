@@ -21,11 +21,10 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from lesion_lightning.layers.aspp import ASPP
 from lesion_lightning.layers.attention import PooledUnpooledAttention
-from lesion_lightning.layers.conv import ConvBNAct, depthwise_conv
+from lesion_lightning.layers.conv import ConvBNAct, depthwise_conv, pad_to_multiple
 from lesion_lightning.models.registry import register_model
 
 PAPER_FIGURES = {
@@ -131,11 +130,7 @@ class LANET(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % self.divisor, (-w) % self.divisor
-        if pad_h or pad_w:
-            # Reflect where the image is large enough, else replicate the border.
-            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        x = pad_to_multiple(x, self.divisor)
         skips = []
         for i, encoder in enumerate(self.encoders):
             x = encoder(x if i == 0 else self.pool(x))

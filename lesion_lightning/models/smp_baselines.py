@@ -14,8 +14,8 @@ from typing import Any
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from lesion_lightning.layers.conv import pad_to_multiple
 from lesion_lightning.models.registry import register_model
 
 UNETPLUSPLUS_PAPER = {
@@ -47,10 +47,7 @@ class PaddedSegmentationModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % self.divisor, (-w) % self.divisor
-        if pad_h or pad_w:
-            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        x = pad_to_multiple(x, self.divisor)
         return self.net(x)[..., :h, :w]
 
 

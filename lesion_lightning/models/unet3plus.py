@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lesion_lightning.layers.conv import ConvBNAct
+from lesion_lightning.layers.conv import ConvBNAct, pad_to_multiple
 from lesion_lightning.models.registry import register_model
 
 PAPER_FIGURES = {
@@ -81,10 +81,7 @@ class UNet3Plus(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % self.divisor, (-w) % self.divisor
-        if pad_h or pad_w:
-            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        x = pad_to_multiple(x, self.divisor)
         enc = []
         for i, encoder in enumerate(self.encoders):
             x = encoder(x if i == 0 else self.pool(x))
