@@ -339,6 +339,13 @@ def cross_evaluate(ckpt: str | Path, datasets: list[str], *, data_roots: dict[st
         raise CrossEvalError(f"--resolution: {resolution!r}; choose one of {', '.join(RESOLUTIONS)}")
     if batch_size < 1:
         raise CrossEvalError(f"--batch-size: must be at least 1, got {batch_size}")
+    if device not in ("cpu", "auto") and not str(device).startswith("cuda"):
+        raise CrossEvalError(f"--device: {device!r}; use cpu, cuda[:N] or auto")
+    if str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CrossEvalError(f"--device {device}: no CUDA device is available here (use --device cpu)")
     cache_dir = _cache_dir(cache)
     try:
         loaded = load_task(ckpt, trust_checkpoint=trust_checkpoint, device=pick_device(device))
@@ -494,7 +501,8 @@ def _print_tables(doc: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.markdown import Markdown
 
-    Console(file=sys.stdout).print(Markdown(markdown(doc)))
+    width = Console(file=sys.stdout).width
+    Console(file=sys.stdout, width=max(width, 110)).print(Markdown(markdown(doc)))
 
 
 # ----------------------------------------------------------------------------------------------
