@@ -130,7 +130,7 @@ def _local(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from lesion_lightning.sweeps.local import LocalSweep
+    from lesion_lightning.sweeps.local import LocalSweep, searched_parameters
     from lesion_lightning.sweeps.spec import SweepConfigError
 
     console = Console(stderr=True)
@@ -141,6 +141,7 @@ def _local(args: argparse.Namespace) -> int:
         Path("runs") / "sweeps" / f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     extra = shlex.split(args.trial_args or "")
     metric = (config.get("metric") or {}).get("name", "?")
+    searched = searched_parameters(config)
 
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
@@ -149,7 +150,7 @@ def _local(args: argparse.Namespace) -> int:
         def on_trial(event: str, trial) -> None:
             if event == "start":
                 progress.update(task, description=f"sweep {name}: {trial.name} " +
-                                ", ".join(f"{k.split('.')[-1]}={v}" for k, v in trial.params.items()))
+                                ", ".join(f"{k.split('.')[-1]}={_short(trial.params[k])}" for k in searched))
                 return
             progress.advance(task)
             if trial.state == "finished":
@@ -174,8 +175,12 @@ def _local(args: argparse.Namespace) -> int:
                   f"failed (stopped: {result.stopped_reason}).")
     if best is not None:
         console.print(f"Best: {best.name} {metric}={best.metric:.4f} " +
-                      " ".join(f"{k}={v}" for k, v in best.params.items()))
+                      " ".join(f"{k}={_short(best.params[k])}" for k in searched if k in best.params))
     console.print(f"Leaderboard: {output / 'leaderboard.md'} (.csv, .png); trials: {output / 'trials'}")
     if result.stopped_reason == "interrupted":
         return 130
     return 0 if finished else 1
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -285,6 +285,11 @@ class LocalSweep:
 
 
 # -- leaderboard ------------------------------------------------------------------------------------
+def searched_parameters(config: dict[str, Any]) -> list[str]:
+    """The parameters the sweep varies (not the fixed `value:` ones)."""
+    return [k for k, v in (config.get("parameters") or {}).items() if not (isinstance(v, dict) and "value" in v)]
+
+
 def ranked(result: LocalSweepResult) -> list[Trial]:
     """Finished trials best first, then failed ones in trial order."""
     sign = -1.0 if result.goal == "maximize" else 1.0
@@ -334,7 +339,8 @@ def write_leaderboard(result: LocalSweepResult) -> dict[str, Path]:
                                  else json.dumps(row[k], sort_keys=True)) for k in header})
 
     best = result.best()
-    md_cols = [c for c in header if c not in ("run_dir", "log")]
+    fixed = {k for t in result.trials for k in t.params} - set(searched_parameters(result.config))
+    md_cols = [c for c in header if c not in ("run_dir", "log") and c not in fixed]  # the CSV has them all
     lines = [
         f"# Sweep {result.config.get('name') or result.sweep_id} ({result.sweep_id})",
         "",
