@@ -2,10 +2,11 @@
 
 On top of Lightning's own options it adds where the run folder goes (`--experiment`, `--run_name`,
 `--output_root`), which logger to use (`--logger wandb|csv|none`, W&B offline unless configured
-online) and `--amp` (16-mixed on GPU, bf16-mixed on CPU). The standard callbacks (checkpointing on
-val/dice + last.ckpt, run folder, complexity, prediction grid, training curves, LR monitor, rich
-progress bar) are always added; recipe callbacks (EMA, progressive resizing, early stopping) come
-from `trainer.callbacks` in the experiment YAML.
+online), `--amp` (16-mixed on GPU, bf16-mixed on CPU) and `--tta` (6-fold test-time augmentation of
+any model in validate/test/predict, overriding model.tta and checkpoint hyperparameters). The
+standard callbacks (checkpointing on val/dice + last.ckpt, run folder, complexity, prediction grid,
+training curves, LR monitor, rich progress bar) are always added; recipe callbacks (EMA, progressive
+resizing, early stopping) come from `trainer.callbacks` in the experiment YAML (experiments/<model>/).
 """
 
 from __future__ import annotations
@@ -51,6 +52,24 @@ class LesionCLI(LightningCLI):
         parser.set_defaults({"model": {"class_path": "lesion_lightning.training.task.SegmentationTask"}})
         parser.add_argument("--checkpoint_monitor", type=str, default="val/dice",
                             help="metric that selects the best checkpoint (maximised)")
+        parser.add_argument("--tta", type=bool | None, default=None,
+                            help="6-fold test-time augmentation (identity, flips, rot90/270; probabilities averaged) "
+                                 "for validate/test/predict and fit's validation epochs; overrides model.tta, also "
+                                 "the value a --ckpt_path checkpoint carries (default: the model's own setting)")
+
+    # -- model options that must win over checkpoint hyperparameters -----------------------------
+    def after_instantiate_classes(self) -> None:
+        opts = self._options()
+        tta = opts.get("tta")
+        if tta is not None:
+            if not hasattr(self.model, "tta"):
+                raise SystemExit(f"error: --tta: {type(self.model).__name__} has no test-time augmentation switch")
+            self.model.tta = bool(tta)
+        from lesion_lightning.training.task import EnsembleTask
+
+        if self.subcommand == "fit" and isinstance(self.model, EnsembleTask):
+            raise SystemExit("error: model EnsembleTask evaluates trained members (validate/test/predict); "
+                             "fit each member with its own preset, then test the ensemble")
 
     # -- run folder ------------------------------------------------------------------------------
     def _options(self) -> Any:
