@@ -35,6 +35,27 @@ test-all: install ## run every test, slow ones included
 demo: install ## train + evaluate on the embedded default data (real HAM10000 sample, else synthetic)
 	$(CLI) demo
 
+# Paper tables (experiments/tables/): the paper profile with DATA_ROOT=/path/to/dataset, else the smoke
+# profile on the embedded sample data. Any table: make reproduce TABLE=<id> or make reproduce-<id>.
+.PHONY: reproduce reproduce-list reproduce-table5
+DATA_ROOT ?=
+TABLE ?=
+REPRODUCE_ARGS ?=
+REPRODUCE_PROFILE = $(if $(DATA_ROOT),--profile paper --data-root $(DATA_ROOT),--profile smoke)
+
+reproduce: install ## regenerate a paper table: make reproduce TABLE=lanet-table5 [DATA_ROOT=...]; also make reproduce-<id>
+	@test -n "$(TABLE)" || { echo "usage: make reproduce TABLE=<id>   (ids: make reproduce-list)"; exit 2; }
+	$(CLI) reproduce $(TABLE) $(REPRODUCE_PROFILE) $(REPRODUCE_ARGS)
+
+reproduce-list: install ## list every paper-table spec (experiments/tables/)
+	$(CLI) reproduce --list
+
+reproduce-table5: install ## LANET Table 5 (HAM10000; paper profile with DATA_ROOT=..., else smoke on the embedded data)
+	$(CLI) reproduce lanet-table5 $(REPRODUCE_PROFILE) $(REPRODUCE_ARGS)
+
+reproduce-%: install
+	$(CLI) reproduce $* $(REPRODUCE_PROFILE) $(REPRODUCE_ARGS)
+
 bench: install ## run the benchmarks in benchmarks/ (prints ratios)
 	$(PY) benchmarks/cache_benchmark.py
 	$(PY) benchmarks/lightning_overhead.py

@@ -35,25 +35,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="results/tables", help="folder of the table outputs (default: results/tables)")
     parser.add_argument("--runs-root", default="runs", help="root of the job run folders (default: runs)")
     parser.add_argument("--logger", default="none", choices=("none", "csv", "wandb"), help="logger of each job (default: none)")
+    parser.add_argument("--keep-checkpoints", choices=("yes", "no", "auto"), default="auto",
+                        help="keep each job's checkpoints (auto: yes for the paper profile, no for smoke, whose "
+                             "results stay in metrics.json)")
     parser.add_argument("--dry-run", action="store_true", help="list the jobs (and which are finished) without running them")
     parser.add_argument("--no-run", action="store_true", help="aggregate what is finished without running anything")
 
 
 def _list(console) -> int:
-    from rich.table import Table
-
-    from lesion_lightning.experiments.tables import load_all
+    from lesion_lightning.experiments.tables import TABLES_DIR, load_all
 
     specs = load_all()
-    table = Table(title=f"{len(specs)} table specs (experiments/tables/)")
-    for c in ("table", "paper", "no.", "kind", "datasets", "split", "rows (ours/paper-only)", "make target"):
-        table.add_column(c)
+    print(f"{len(specs)} table specs in {TABLES_DIR} (run: lesion-lightning reproduce TABLE [--profile paper|smoke]):")
     for s in specs:
         ours = sum(not r.paper_only for r in s.rows)
-        split = (s.split or "-") + (f" x{s.folds}" if s.folds else "")
-        table.add_row(s.id, s.paper.split(":")[0], s.table, s.kind, ",".join(s.datasets + s.test_datasets) or "-", split,
-                      f"{ours}/{len(s.rows) - ours}", f"make reproduce TABLE={s.id}")
-    console.print(table)
+        split = (s.split or "") + (f" x{s.folds} folds" if s.folds else "")
+        data = ",".join(s.datasets) + (" -> " + ",".join(s.test_datasets) if s.test_datasets else "")
+        where = "; ".join(x for x in (s.kind, data, split) if x)
+        print(f"  {s.id:22s} {s.paper.split(':')[0].split(' (')[0][:40]:40s} Table {s.table:28s} [{where}] "
+              f"rows: {ours} ours + {len(s.rows) - ours} paper-only")
     return 0
 
 
@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
                 elif event == "done":
                     progress.console.print(f"[green]done[/] {job.label}  ({job.run_dir})")
 
-            counts = run_jobs(jobs, logger=args.logger, on_event=on_event)
+            keep = args.keep_checkpoints == "yes" or (args.keep_checkpoints == "auto" and args.profile == "paper")
+            counts = run_jobs(jobs, logger=args.logger, on_event=on_event, keep_checkpoints=keep)
             progress.update(task, current="")
         console.print(f"ran {counts['ran']}, skipped {counts['skipped']} finished, failed {counts['failed']} "
                       f"in {time.time() - started:.0f} s")
