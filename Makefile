@@ -60,5 +60,11 @@ bench: install ## run the benchmarks in benchmarks/ (prints ratios)
 	$(PY) benchmarks/cache_benchmark.py
 	$(PY) benchmarks/lightning_overhead.py
 
+efficiency-table: install ## SLSNet Table 5 / LANET Table 4 efficiency table -> results/bench (BENCH_ARGS=--device cuda ...)
+	$(CLI) bench --models slsnet,lanet,unet,unetplusplus,unet3plus --sizes 64,128,224,256 $(BENCH_ARGS)
+
+cross-eval-table9: install ## LANET Table 9 cross-dataset jobs -> results/cross_eval/lanet_table9 (CROSS_EVAL_ARGS=--data-roots ...)
+	$(CLI) cross-eval --jobs experiments/cross_eval/lanet_table9.yaml $(CROSS_EVAL_ARGS)
+
 clean: ## remove caches and run outputs (keeps .venv)
 	rm -rf runs results .cache .pytest_cache wandb lightning_logs
