@@ -236,3 +236,22 @@ def test_fit_through_cli_with_the_paper_preset(tmp_path, ham10000_root, monkeypa
           "--trainer.enable_progress_bar=false"])
     assert (tmp_path / "runs" / "slsnet_smoke" / "fdr" / "environment.json").exists()
     assert steps == [(2e-4, 2e-4)]  # one adversarial batch, both Adam optimizers at the paper's lr
+
+
+@pytest.mark.slow
+def test_two_process_ddp_fit(tmp_path, ham10000_root) -> None:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "lesion_lightning", "fit", "--config", str(PRESET), "--config", str(SMOKE),
+           f"--data.root={ham10000_root}", "--data.image_size=32", "--data.batch_size=2",
+           f"--data.cache={tmp_path / 'cache'}", f"--output_root={tmp_path / 'runs'}", "--logger=none",
+           "--trainer.enable_progress_bar=false", "--run_name=ddp", "--trainer.accelerator=cpu",
+           "--trainer.devices=2", "--trainer.strategy=ddp_find_unused_parameters_true",
+           "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "runs" / "slsnet_smoke" / "ddp" / "checkpoints" / "last.ckpt", map_location="cpu",
+                      weights_only=False)
+    assert len(ckpt["optimizer_states"]) == 2 and all(s["state"] for s in ckpt["optimizer_states"])
+    assert ckpt["global_step"] == 4  # 2 batches per rank x (D step + G step)
