@@ -153,6 +153,8 @@ class SLSNetGenerator(nn.Module):
     factorised kernels; the multiscale block becomes a single 3x3 conv); then +PAM, +CAM, PAM+CAM without
     multiscale, and the full model (defaults). Any input size works (sides are padded to a multiple of 8);
     the paper uses 64, 128 (default) and 256. The decoder dropout (``dropout``) is the GAN noise z.
+    ``pam_context`` is the side of the pooled key/value grid of every PAM (8; None = DANet's full N x N
+    attention, whose cost grows 16x per doubling of the input side and overshoots the paper's MACs).
     """
 
     def __init__(
@@ -279,9 +281,9 @@ _LAYER_OPS = {torch.ops.aten.convolution, torch.ops.aten.mm, torch.ops.aten.addm
 def count_macs_by_kind(model: nn.Module, *inputs: torch.Tensor) -> tuple[dict[str, int], Any]:
     """Run ``model(*inputs)`` under torch's FlopCounterMode; return (MACs split by kind, the output).
 
-    ``layer_macs`` counts convolutions and linear layers only: the convention of SLSNet's figures (module
-    counters such as thop do not see PAM's and CAM's matrix products). ``attention_macs`` is everything else
-    FlopCounterMode counts (the attention products, as executed); ``macs`` is their sum (= count_flops / 2).
+    ``layer_macs`` counts convolutions and linear layers only (what module-hook counters such as thop see;
+    SLSNet's Table 6 looks counted that way). ``attention_macs`` is everything else FlopCounterMode counts
+    (PAM's and CAM's products); ``macs`` is their sum (= count_flops / 2), the figure compared with the paper.
     """
     counter = FlopCounterMode(display=False)
     with counter:
