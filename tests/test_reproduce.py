@@ -266,6 +266,25 @@ def test_smoke_run_resumes_and_aggregates_like_numpy_scipy(tmp_path, capsys, mon
     assert (out / "tiny-table.png").stat().st_size > 1000
 
 
+def test_kfold_table_scores_each_held_out_fold(tmp_path):
+    spec_path = tmp_path / "tiny-kfold.yaml"
+    spec_path.write_text(TINY.replace("split: 80-10-10", "split: kfold\nfolds: 2").replace("seeds: 2", "seeds: 1")
+                         .replace("proposed: wide", "proposed: narrow"))
+    spec = load_spec(spec_path)
+    jobs = runner.plan_jobs(spec, "smoke", tmp_path, rows=["narrow"])
+    assert [(j.fold, j.stage) for j in jobs] == [(0, "val"), (1, "val")]
+    assert runner.run_jobs(jobs, keep_checkpoints=False) == {"ran": 2, "skipped": 0, "failed": 0}
+    dice = []
+    for job in jobs:
+        run_dir = Path(job.run_dir)
+        assert not list((run_dir / "checkpoints").glob("*.ckpt"))  # released once the result is stored
+        split = json.loads((run_dir / "split.json").read_text())
+        assert "test" not in split["subsets"] or not split["subsets"]["test"]
+        dice.append(json.loads((run_dir / "metrics.json").read_text())["val"]["dice"])
+    cell = aggregate(spec, jobs, "smoke").cells[("", "narrow")]["dice"]
+    assert cell.mean == pytest.approx(np.mean(dice)) and cell.std == pytest.approx(np.std(dice, ddof=1))
+
+
 def test_complexity_table_measures_lanet(tmp_path):
     spec = find_spec("lanet-table4")
     jobs = runner.plan_jobs(spec, "smoke", tmp_path, rows=["lanet"])

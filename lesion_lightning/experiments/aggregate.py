@@ -239,7 +239,7 @@ def _tex_escape(s: str) -> str:
 def _latex(res: TableResult, cols: list[str], lines: list[list[str]], foot: str) -> str:
     body = ["% " + h for h in res.header]
     body += [r"\begin{table}[ht]", r"\centering", r"\scriptsize",
-             r"\caption{" + _tex_escape(res.header[0] + ". " + " ".join(res.header[2:3])) + "}",
+             r"\caption{" + _tex_escape(res.header[0].rstrip(".") + ". " + " ".join(res.header[2:3])) + "}",
              r"\begin{tabular}{" + "l" * 3 + "r" * (len(cols) - 3) + "}", r"\hline",
              " & ".join(_tex_escape(c) for c in cols) + r" \\", r"\hline"]
     body += [" & ".join(_tex_escape(c) for c in line) + r" \\" for line in lines]
