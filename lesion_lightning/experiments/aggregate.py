@@ -247,6 +247,12 @@ def _latex(res: TableResult, cols: list[str], lines: list[list[str]], foot: str)
     return "\n".join(body)
 
 
+def _short_label(spec: TableSpec, dataset: str, row_id: str, width: int = 24) -> str:
+    row = next((r for r in spec.rows if r.id == row_id and (r.dataset or "") in ("", dataset)), None)
+    label = row.label if row else row_id
+    return label if len(label) <= width else label[: width - 1] + "…"
+
+
 def _plot(res: TableResult, path: Path) -> None:
     import matplotlib
 
@@ -268,7 +274,7 @@ def _plot(res: TableResult, path: Path) -> None:
         ax.bar(xs + width / 2, paper, width, label="paper", color="#bbbbbb")
         ax.set_title(METRIC_LABELS[m], fontsize=9)
         ax.set_xticks(xs)
-        ax.set_xticklabels([(f"{d}\n" if d and len(spec.datasets) > 1 else "") + r for d, r in keys],
+        ax.set_xticklabels([(f"{d}: " if d and len(spec.datasets) > 1 else "") + _short_label(spec, d, r) for d, r in keys],
                            rotation=60, ha="right", fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
     axes[0][0].legend(fontsize=7)
