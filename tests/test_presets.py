@@ -27,7 +27,7 @@ TRAINABLE = [p for p in PRESET_FILES if p.name != "ensemble.yaml"]
 # The models this module trains through their presets (slsnet has its own adversarial preset and owner).
 MODELS = ("lanet", "scsonet", "unet_aksoy", "unet", "unetplusplus", "unet3plus", "deeplabv3plus", "medlitenet",
           "egeunet", "malunet")
-FAST = ("lanet", "scsonet", "unet_aksoy", "medlitenet")
+FAST = ("lanet", "unet_aksoy", "medlitenet")  # the rest (larger, or slower per step on CPU) are marked slow
 
 
 def _load(path: Path) -> dict:
@@ -155,13 +155,13 @@ def test_ensemble_of_medlitenet_variants_is_under_10m_params() -> None:
 # -- every model trains through its preset on the real sample ----------------------------------------
 def _fast_dev_run(model: str, tmp_path: Path, root: Path) -> None:
     extra = ["--config", str(_tiny_schedule(tmp_path))] if model.startswith("medlitenet") else []
-    main(["fit", "--config", str(preset_config(model)), *extra, *_sample_args(tmp_path, root),
-          "--trainer.fast_dev_run=true", "--logger=none", "--run_name=fdr"])
+    cli = build_cli(["fit", "--config", str(preset_config(model)), *extra, *_sample_args(tmp_path, root),
+                     "--trainer.fast_dev_run=true", "--logger=none", "--run_name=fdr"])
     run = next((tmp_path / "runs").glob("*/fdr"))
-    assert (run / "environment.json").exists() and (run / "config.yaml").exists()
-    config = _load(run / "config.yaml")
-    assert config["model"]["init_args"]["model"] == model
-    assert config["data"]["dataset"] == "ham10000"
+    assert (run / "environment.json").exists()
+    assert cli.model.model_name == model and cli.datamodule.dataset == "ham10000"
+    assert cli.trainer.global_step == 1  # one optimiser step on a real batch
+    assert torch.isfinite(torch.tensor(float(cli.trainer.callback_metrics["train/loss"])))
 
 
 @pytest.mark.parametrize("model", FAST)
@@ -175,6 +175,7 @@ def test_fast_dev_run_through_preset_large(model: str, tmp_path: Path, ham10000_
     _fast_dev_run(model, tmp_path, ham10000_root)
 
 
+@pytest.mark.slow
 def test_medlitenet_full_recipe_on_real_sample(tmp_path: Path, ham10000_root: Path) -> None:
     """3 epochs of the whole recipe: EMA + progressive resize 32 -> 48 -> 64 + clipping + accumulation + bf16."""
     cli = build_cli(["fit", "--config", str(EXPERIMENTS / "medlitenet" / "isic2018.yaml"),
@@ -194,7 +195,8 @@ def test_medlitenet_full_recipe_on_real_sample(tmp_path: Path, ham10000_root: Pa
     # checkpoints carry the EMA weights in state_dict and the raw weights under current_model_state
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert {"current_model_state", "averaging_state"} <= set(ckpt)
-    assert int(ckpt["averaging_state"]["n_averaged"]) == 9
+    assert ckpt["epoch"] == 2 and ckpt["global_step"] == 9  # last.ckpt is the latest epoch, improved or not
+    assert int(ckpt["averaging_state"]["n_averaged"]) == 9  # one EMA update per optimiser step
     ema, raw = ckpt["state_dict"], ckpt["current_model_state"]
     assert set(ema) == set(raw)
     diffs = [float((ema[k].float() - raw[k].float()).abs().max()) for k in ema if ema[k].is_floating_point()]

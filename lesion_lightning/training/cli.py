@@ -37,6 +37,34 @@ def latest_run_with_checkpoint(experiment_dir: Path) -> Path | None:
     return max(runs, key=lambda p: (p / "checkpoints" / "last.ckpt").stat().st_mtime) if runs else None
 
 
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose `last.ckpt` is always the latest epoch.
+
+    Lightning 2.6 writes `last.ckpt` only when a top-k checkpoint was written at the same step, so an
+    epoch that does not improve the monitored metric leaves `last.ckpt` at an older epoch (and
+    `--ckpt_path last` would resume from there). This writes it after every validation as well.
+    """
+
+    def _save_last_anyway(self, trainer: Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: Any) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_anyway(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: Any) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_anyway(trainer)
+
+    @property
+    def state_key(self) -> str:
+        # Same key as a plain ModelCheckpoint, so checkpoints written before this class still resume.
+        return ModelCheckpoint.state_key.fget(self).replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+
 class LesionCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--experiment", type=str | None, default=None,
@@ -122,7 +150,7 @@ class LesionCLI(LightningCLI):
             config["precision"] = "16-mixed" if torch.cuda.is_available() and config.get("accelerator") != "cpu" else "bf16-mixed"
         monitor = self._options().get("checkpoint_monitor") or "val/dice"
         standard: list[Callback] = [
-            ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor=monitor, mode="max", save_last=True,
+            BestAndLastCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor=monitor, mode="max", save_last=True,
                             filename="best-{epoch:03d}", auto_insert_metric_name=False),
             RunFolderCallback(),
             *self._feature_callbacks(),
