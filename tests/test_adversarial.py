@@ -217,6 +217,19 @@ def test_bad_options_name_themselves(kwargs, option) -> None:
         _task(**kwargs)
 
 
+def test_plain_ddp_is_refused_before_any_step_naming_the_option() -> None:
+    task = _task()
+    for strategy, refused in (("ddp", True), ("ddp_find_unused_parameters_true", False), ("auto", False)):
+        task.trainer = pl.Trainer(accelerator="cpu", devices=1, strategy=strategy, logger=False,
+                                  enable_progress_bar=False, enable_model_summary=False)
+        if refused:
+            with pytest.raises(ValueError, match="trainer.strategy.*ddp_find_unused_parameters_true"):
+                task.setup("fit")
+        else:
+            task.setup("fit")
+        task.setup("validate")  # evaluation runs G alone: any strategy
+
+
 def test_fit_through_cli_with_the_paper_preset(tmp_path, ham10000_root, monkeypatch) -> None:
     from lesion_lightning.cli import main
 

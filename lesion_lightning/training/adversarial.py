@@ -132,6 +132,18 @@ class AdversarialSegmentationTask(SegmentationTask):
         except TypeError as err:
             raise ValueError(f"model.discriminator_kwargs: {err}") from None
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        # Each of the two backward passes reaches one net only: DDP must be told, or it fails at the first step.
+        from pytorch_lightning.strategies import DDPStrategy
+
+        strategy = self.trainer.strategy if self._trainer is not None else None
+        if stage == "fit" and isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):
+            raise ValueError(
+                "trainer.strategy: adversarial training updates G and D by separate backward passes; use "
+                "--trainer.strategy=ddp_find_unused_parameters_true (or ddp_spawn_find_unused_parameters_true)"
+            )
+
     # -- one batch -------------------------------------------------------------------------------
     @staticmethod
     def _halves(n: int) -> tuple[slice, slice]:
