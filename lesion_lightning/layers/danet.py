@@ -28,7 +28,8 @@ class PAM(nn.Module):
     `out_j = eta * sum_i S_ji D_i + x_j`. ``context=None`` (default) is DANet's full N x N attention; an
     int k makes C and D come from the input average-pooled to at most k x k positions (1x1 projections
     commute with average pooling, so this equals pooling the projected maps). DANet applies no 1/sqrt(d)
-    temperature, and neither does this module.
+    temperature, and neither does this module. With ``context=None`` the N x N attention matrix is
+    materialised (B * N^2 floats: 1 GiB for one 128 x 128 map), so keep full attention to small maps.
     """
 
     def __init__(self, channels: int, reduction: int = 8, context: int | None = None) -> None:
