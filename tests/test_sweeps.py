@@ -165,6 +165,9 @@ FAKE_TRIAL = """
 import json, os, sys
 args = sys.argv[1:]
 params = json.load(open(args[args.index("--config") + 1]))   # hyperparameters from the command line
+if params.get("sleep"):
+    import time
+    time.sleep(params["sleep"])
 if params.get("fail"):
     print("trial failing on purpose", file=sys.stderr)
     sys.exit(3)
@@ -233,6 +236,16 @@ def test_all_trials_failing_exits_nonzero(tmp_path):
     out = tmp_path / "out"
     assert main(["sweep", "local", str(path), "--count", "2", "--output", str(out)]) == 1
     assert [r["state"] for r in _leaderboard(out)] == ["failed", "failed"]
+
+
+def test_trial_timeout_kills_and_records_the_trial(tmp_path):
+    path = _fake_sweep(tmp_path, "grid", {"x": {"value": 1}, "sleep": {"value": 60}})
+    out = tmp_path / "out"
+    start = time.monotonic()
+    assert main(["sweep", "local", str(path), "--count", "3", "--trial-timeout", "3", "--output", str(out)]) == 1
+    assert time.monotonic() - start < 40
+    (trial,) = _sweep_json(out)["trials"]
+    assert trial["state"] == "failed" and "timed out after 3 s" in trial["error"] and trial["exit_code"] != 0
 
 
 def test_bayes_engine_gets_the_finished_runs(tmp_path):

@@ -209,7 +209,9 @@ class LocalSweep:
         env = trial_environment(self.env, wandb_dir=trial_dir.resolve(), run_id=run_id, sweep_id=self.sweep_id,
                                 param_path=param_path.resolve())
 
+        self.trials.append(trial)
         self.on_trial("start", trial)
+        run_error: str | None = None  # why the process could not start or was stopped
         start = time.monotonic()
         with open(trial.log_path, "w") as log:
             log.write("$ " + " ".join(argv) + "\n\n")
@@ -219,7 +221,7 @@ class LocalSweep:
                                         stdin=subprocess.DEVNULL)
             except OSError as err:
                 proc = None
-                trial.error = f"could not start the trial: {err}"
+                run_error = f"could not start the trial: {err}"
                 trial.exit_code = 127
             if proc is not None:
                 try:
@@ -228,22 +230,26 @@ class LocalSweep:
                     proc.kill()
                     proc.wait()
                     trial.exit_code = proc.returncode
-                    trial.error = f"timed out after {self.trial_timeout:g} s"
-                except BaseException:  # Ctrl-C: stop the trial before leaving
+                    run_error = f"timed out after {self.trial_timeout:g} s (killed)"
+                except BaseException:  # Ctrl-C: stop the trial, record it, then leave
                     proc.terminate()
                     try:
                         proc.wait(timeout=30)
                     except subprocess.TimeoutExpired:
                         proc.kill()
+                        proc.wait()
+                    trial.exit_code = proc.returncode
+                    trial.state = "failed"
+                    trial.error = f"interrupted (see {trial.log_path})"
+                    trial.seconds = round(time.monotonic() - start, 2)
                     raise
         trial.seconds = round(time.monotonic() - start, 2)
 
         roots = [trial_dir] + ([Path(trial.run_dir)] if trial.run_dir else []) + [self.output]
         metric, history = _read_metric(trial, roots, self.config["metric"]["name"])
-        if trial.exit_code != 0:
+        if trial.exit_code != 0 or run_error:
             trial.state = "failed"
-            trial.error = trial.error if trial.error and "timed out" in trial.error else \
-                f"exit code {trial.exit_code} (see {trial.log_path})"
+            trial.error = f"{run_error or f'exit code {trial.exit_code}'} (see {trial.log_path})"
         elif metric is None:
             trial.state = "failed"
         else:
@@ -270,8 +276,7 @@ class LocalSweep:
                     reason = "exhausted"
                     break
                 self._runs.append(proposal)
-                trial = self._run_trial(number, proposal)
-                self.trials.append(trial)
+                self._run_trial(number, proposal)  # appends to self.trials
                 write_leaderboard(self.result(reason))
         except KeyboardInterrupt:
             reason = "interrupted"
