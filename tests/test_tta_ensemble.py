@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -141,3 +143,83 @@ def test_tta_wraps_an_ensemble() -> None:
     x = torch.randn(1, 3, 16, 24)
     with torch.no_grad():
         assert torch.allclose(TTAWrapper(ensemble)(x), ensemble(x), atol=1e-4)
+
+
+# -- through the task and the CLI ------------------------------------------------------------------
+DEMO = str(Path(__file__).resolve().parent.parent / "experiments" / "demo.yaml")
+
+
+def _fit_args(tmp_path: Path, root: Path, *extra: str) -> list[str]:
+    return ["fit", "--config", DEMO, f"--data.root={root}", "--data.image_size=64", "--data.batch_size=4",
+            f"--data.cache={tmp_path / 'cache'}", f"--output_root={tmp_path / 'runs'}",
+            "--trainer.enable_progress_bar=false", *extra]
+
+
+def _pointwise_task(channels: int = 1, tta: bool = False):
+    from lesion_lightning.training.task import SegmentationTask
+
+    torch.manual_seed(0)
+    task = SegmentationTask(model="simple_unet", model_kwargs={"base_width": 4}, tta=tta)
+    task.model = _pointwise(channels, seed=0)  # flip/rotation-symmetric network
+    return task.eval()
+
+
+def test_task_tta_of_symmetric_model_equals_plain_prediction() -> None:
+    batch = {"image": torch.randn(2, 3, 16, 24), "id": ["a", "b"]}
+    plain, tta = _pointwise_task(tta=False), _pointwise_task(tta=True)
+    with torch.no_grad():
+        p, t = plain.predict_step(batch, 0), tta.predict_step(batch, 0)
+    assert torch.allclose(p["probs"], t["probs"], atol=1e-5)
+    assert torch.equal(p["mask"], t["mask"])
+
+
+@pytest.fixture(scope="module")
+def demo_checkpoint(tmp_path_factory, request):
+    """One short demo run (simple U-Net, 64x64, 1 epoch) on the real HAM10000 sample."""
+    from lesion_lightning.paths import sample_dataset_root
+
+    root = sample_dataset_root("ham10000")
+    if root is None:
+        pytest.skip("real ham10000 sample not found (expected ../shared/data/ham10000 beside the checkout)")
+    from lesion_lightning.cli import main
+
+    tmp = tmp_path_factory.mktemp("tta_cli")
+    main(_fit_args(tmp, root, "--trainer.max_epochs=1", "--logger=none", "--run_name=base"))
+    ckpt = tmp / "runs" / "demo" / "base" / "checkpoints" / "last.ckpt"
+    assert ckpt.exists()
+    return tmp, root, ckpt
+
+
+def test_cli_tta_flag_overrides_checkpoint_and_tests_the_tta_of_the_network(demo_checkpoint) -> None:
+    import json
+
+    from lesion_lightning.training.cli import build_cli
+
+    tmp, root, ckpt = demo_checkpoint
+    dice = {}
+    for flag in ("false", "true"):
+        args = _fit_args(tmp, root, f"--run_name=tta_{flag}", f"--ckpt_path={ckpt}", "--logger=none", f"--tta={flag}")
+        cli = build_cli(["test", *args[1:]])
+        # the checkpoint's hyperparameters say tta=False; the top-level flag wins
+        assert cli.model.tta is (flag == "true")
+        dice[flag] = json.loads((tmp / "runs" / "demo" / f"tta_{flag}" / "metrics.json").read_text())["test"]["dice"]
+    # What the test loop measured with --tta=true is the TTA of the checkpoint's network, computed here by hand.
+    from lesion_lightning.metrics import SegmentationMetrics
+
+    metric = SegmentationMetrics()
+    net = TTAWrapper(cli.model.model.eval())
+    with torch.no_grad():
+        for batch in cli.datamodule.test_dataloader():
+            metric.update(torch.sigmoid(net(batch["image"])), batch["mask"])
+    assert float(metric.compute()["dice"]) == pytest.approx(dice["true"], abs=1e-5)
+
+
+def test_cli_tta_predict(demo_checkpoint) -> None:
+    from lesion_lightning.training.cli import build_cli
+
+    tmp, root, ckpt = demo_checkpoint
+    args = _fit_args(tmp, root, "--run_name=tta_predict", f"--ckpt_path={ckpt}", "--logger=none", "--tta=true")
+    cli = build_cli(["predict", *args[1:], "--return_predictions=true"])
+    assert cli.model.tta is True
+    outputs = cli.trainer.predict_loop.predictions
+    assert outputs and all(o["probs"].shape[1] == 1 for o in outputs)
