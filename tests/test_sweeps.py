@@ -208,6 +208,23 @@ def test_local_grid_of_two_points_stops_after_two(tmp_path):
         assert run.summary["val/dice"] == pytest.approx(trial["metric"])
 
 
+def test_resume_continues_a_grid_without_repeating_points(tmp_path):
+    path = _fake_sweep(tmp_path, "grid", {"x": {"values": [1, 2, 3]}})
+    out = tmp_path / "out"
+    argv = ["sweep", "local", str(path), "--output", str(out)]
+    assert main([*argv, "--count", "2"]) == 0
+    first = _sweep_json(out)
+    assert first["stopped"] == "count" and len(first["trials"]) == 2
+    with pytest.raises(SystemExit, match="already holds a sweep"):
+        main([*argv, "--count", "5"])
+    assert main([*argv, "--count", "5", "--resume"]) == 0
+    state = _sweep_json(out)
+    assert state["sweep_id"] == first["sweep_id"] and state["stopped"] == "exhausted"
+    assert [t["number"] for t in state["trials"]] == [1, 2, 3]
+    assert sorted(t["params"]["x"] for t in state["trials"]) == [1, 2, 3]
+    assert len(_leaderboard(out)) == 3
+
+
 def test_failed_trials_are_recorded_not_dropped(tmp_path):
     path = _fake_sweep(tmp_path, "grid", {"x": {"value": 5},
                                           "fail": {"values": [False, True]},

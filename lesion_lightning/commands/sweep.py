@@ -55,6 +55,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="append --output_root/--experiment/--run_name to each trial (default: when the trial is a "
                         "lesion-lightning LightningCLI command)")
     p.add_argument("--no-run-folder-args", dest="run_folder_args", action="store_false")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the sweep in --output (its trials go back to the engine); --count more trials")
     p.add_argument("--no-validate", action="store_true", help="skip the W&B schema check of the YAML")
     p.add_argument("--trial-args", default="", metavar="'ARGS'",
                    help="arguments appended to every trial's command (one shell-quoted string; write it with `=`: "
@@ -140,6 +142,14 @@ def _local(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else \
         Path("runs") / "sweeps" / f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     extra = shlex.split(args.trial_args or "")
+    if args.resume and not args.output:
+        raise SystemExit("error: --resume needs --output (the folder of the sweep to continue)")
+    recorded = (output / "sweep.json").is_file()
+    if args.resume and not recorded:
+        raise SystemExit(f"error: --resume: {output} holds no sweep.json")
+    if recorded and not args.resume:
+        raise SystemExit(f"error: {output} already holds a sweep (sweep.json): pass --resume to continue it, "
+                         "or choose another --output")
     metric = (config.get("metric") or {}).get("name", "?")
     searched = searched_parameters(config)
 
@@ -165,6 +175,9 @@ def _local(args: argparse.Namespace) -> int:
                                seed=args.seed, name=name, on_trial=on_trial)
         except (SweepConfigError, ValueError) as err:
             raise SystemExit(f"error: {err}") from None
+        if args.resume:
+            loaded = sweep.resume()
+            progress.console.print(f"Resuming sweep {sweep.sweep_id}: {loaded} earlier trial(s) in {output}")
         result = sweep.run()
         if result.stopped_reason == "exhausted":
             progress.update(task, total=len(result.trials))

@@ -266,11 +266,31 @@ class LocalSweep:
         return trial
 
     # -- the loop --------------------------------------------------------------------------------
+    def resume(self) -> int:
+        """Continue the sweep recorded in `output/sweep.json`: its trials go back to the engine (so a grid
+        does not repeat points and bayes learns from them) and new trials are numbered after them.
+        Returns how many trials were loaded."""
+        sweeps = import_sweeps()
+        state = json.loads((self.output / "sweep.json").read_text())
+        self.sweep_id = state["sweep_id"]
+        for record in state["trials"]:
+            trial = Trial(**record)
+            if trial.state not in ("finished", "failed"):
+                trial.state = "failed"
+            self.trials.append(trial)
+            history = [{self.config["metric"]["name"]: trial.metric}] if trial.metric is not None else []
+            run = sweeps.SweepRun(name=trial.run_id, config={k: {"value": v} for k, v in trial.params.items()},
+                                  summaryMetrics=dict(trial.summary), sampledHistory=history)
+            run.state = sweeps.RunState.finished if trial.state == "finished" else sweeps.RunState.failed
+            self._runs.append(run)
+        return len(self.trials)
+
     def run(self) -> LocalSweepResult:
         self.output.mkdir(parents=True, exist_ok=True)
         reason = "count"
+        first = len(self.trials) + 1
         try:
-            for number in range(1, self.count + 1):
+            for number in range(first, first + self.count):
                 proposal = self._propose()
                 if proposal is None:
                     reason = "exhausted"
