@@ -156,34 +156,40 @@ _AXIS_INDEX = {"batch": 0, "height": 2, "width": 3}
 
 
 class _Quiet:
-    """Silence the exporters' own console output (graph dumps, progress) while they run."""
+    """Silence the exporters' own console output (graph dumps, progress) while they run: the C++ side
+    writes straight to file descriptors 1 and 2, so both are pointed at /dev/null for the duration."""
 
     def __enter__(self):
-        import contextlib
-        import io
         import os
 
-        self._stack = contextlib.ExitStack()
-        self._stack.enter_context(warnings.catch_warnings())
+        self._catch = warnings.catch_warnings()
+        self._catch.__enter__()
         warnings.simplefilter("ignore")
-        self._stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-        try:  # the C++ side writes straight to file descriptor 2
-            sys.stderr.flush()
-            self._saved = os.dup(2)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-            os.close(devnull)
-        except OSError:
-            self._saved = None
+        self._saved: list[tuple[int, int]] = []
+        for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+            try:
+                stream.flush()
+                saved = os.dup(fd)
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)
+                self._saved.append((fd, saved))
+            except (OSError, ValueError):
+                pass
         return self
 
     def __exit__(self, *exc):
         import os
 
-        if self._saved is not None:
-            os.dup2(self._saved, 2)
-            os.close(self._saved)
-        self._stack.close()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        for fd, saved in self._saved:
+            os.dup2(saved, fd)
+            os.close(saved)
+        self._catch.__exit__(*exc)
         return False
 
 
