@@ -196,6 +196,8 @@ def wide_rows(res: TableResult) -> tuple[list[str], list[list[str]]]:
             line += [_ours(cell, s, d), cell.paper_printed or "—", _fmt(cell.diff * s, d) or "—",
                      "—" if math.isnan(cell.p_value) else f"{cell.p_value:.3g}"]
         lines.append(line)
+    if all(not d for d, _ in res.cells):  # one dataset: no dataset column
+        cols, lines = cols[1:], [line[1:] for line in lines]
     return cols, lines
 
 
@@ -240,7 +242,8 @@ def _latex(res: TableResult, cols: list[str], lines: list[list[str]], foot: str)
     body = ["% " + h for h in res.header]
     body += [r"\begin{table}[ht]", r"\centering", r"\scriptsize",
              r"\caption{" + _tex_escape(res.header[0].rstrip(".") + ". " + " ".join(res.header[2:3])) + "}",
-             r"\begin{tabular}{" + "l" * 3 + "r" * (len(cols) - 3) + "}", r"\hline",
+             r"\begin{tabular}{" + "l" * (len(cols) - 4 * len(res.spec.metrics)) + "r" * (4 * len(res.spec.metrics)) + "}",
+             r"\hline",
              " & ".join(_tex_escape(c) for c in cols) + r" \\", r"\hline"]
     body += [" & ".join(_tex_escape(c) for c in line) + r" \\" for line in lines]
     body += [r"\hline", r"\end{tabular}", r"\\[2pt] {\tiny " + _tex_escape(foot) + "}", r"\end{table}", ""]
