@@ -246,14 +246,20 @@ def export_onnx(model: nn.Module, path: Path, size: tuple[int, int], *, opset: i
     """
     checks = _check_shapes(model, size)
     notes: list[str] = []
+    unsupported = False  # did the TorchScript-based exporter fail on an op (rather than on numbers)?
     for exporter, tier, axes, claimed in ONNX_TIERS:
         mine = [c for c in checks if c[0].split(" (")[0] in claimed]
         label = f"{exporter} exporter, {tier}"
+        if exporter == "dynamo" and not unsupported:
+            # The graph exported but froze shapes (e.g. SCSONet's ODConv folds the batch into conv
+            # groups): a shape-specialised model, for which the fixed-shape export is the answer.
+            continue
         try:
             _onnx_export(model, path, size, opset, axes, exporter)
             diffs, errors = _onnx_diffs(path, mine)
         except Exception as exc:  # the exporters raise many types (SymbolicValueError, TorchExportError, ...)
             notes.append(f"{label}: export failed: {_short(exc)}")
+            unsupported = unsupported or exporter == "torchscript"
             continue
         worst = max(diffs.values())
         if worst <= tolerance:
