@@ -282,3 +282,20 @@ def test_ensemble_refuses_fit_and_mismatched_normalisation(tmp_path: Path, ham10
     bad = [a for a in args if a != "--data.augment=none"]  # ensemble.yaml's medlitenet preset: ImageNet normalisation
     with pytest.raises(ValueError, match="data.augment='medlitenet'"):
         main(bad)
+
+
+@pytest.mark.parametrize(
+    "bad, expected",
+    [
+        ("--tta=maybe", "tta"),
+        ("--model.init_args.weights=bogus", "model.weights"),
+        ("--model.init_args.max_params=10", "model.max_params"),
+    ],
+)
+def test_bad_ensemble_and_tta_options_fail_naming_them(bad: str, expected: str, tmp_path: Path, ham10000_root: Path,
+                                                       capsys) -> None:
+    members = [_member_checkpoint(tmp_path / f"m{i}.ckpt", seed=i) for i in range(2)]
+    with pytest.raises((SystemExit, ValueError)) as excinfo:
+        main([*_ensemble_args(tmp_path, ham10000_root, members), bad])
+    assert expected in str(excinfo.value) + capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*/*/metrics.json"))
