@@ -285,6 +285,45 @@ def test_kfold_table_scores_each_held_out_fold(tmp_path):
     assert cell.mean == pytest.approx(np.mean(dice)) and cell.std == pytest.approx(np.std(dice, ddof=1))
 
 
+CROSS = """
+paper: "Tiny cross-dataset table"
+paper_file: 000_07d483c125ec6a5c.txt
+table: "X"
+title: "train once, test elsewhere"
+kind: cross-dataset
+units: percent
+datasets: [ham10000]
+test_datasets: [isic2017, ph2]
+split: 80-10-10
+metrics: [accuracy, dice]
+profiles:
+  smoke: {epochs: 1, image_size: 32, batch_size: 4, seeds: 1, limit_batches: 2}
+rows:
+  - {id: net, label: "Net", model: simple_unet, preset: experiments/demo.yaml, model_kwargs: {base_width: 4}}
+  - {id: isic2017, label: "ISIC 2017", dataset: isic2017, paper: {accuracy: "93.81", dice: "90.79"}}
+  - {id: ph2, label: "PH2", dataset: ph2, paper: {accuracy: "93.46", dice: "90.61"}}
+"""
+
+
+def test_cross_dataset_table_tests_the_trained_checkpoint_elsewhere(tmp_path):
+    spec_path = tmp_path / "tiny-cross.yaml"
+    spec_path.write_text(CROSS)
+    spec = load_spec(spec_path)
+    jobs = runner.plan_jobs(spec, "smoke", tmp_path)
+    assert [(j.kind, j.row) for j in jobs] == [("train", "net"), ("test", "isic2017"), ("test", "ph2")]
+    assert runner.run_jobs(jobs, keep_checkpoints=False) == {"ran": 3, "skipped": 0, "failed": 0}
+    train_dir = Path(jobs[0].run_dir)
+    assert not list((train_dir / "checkpoints").glob("*.ckpt"))  # released after both test jobs
+    res = aggregate(spec, jobs, "smoke")
+    for job in jobs[1:]:
+        cfg = (Path(job.run_dir) / "config.yaml").read_text()
+        assert f"dataset: {job.dataset}" in cfg and str(train_dir) in cfg  # scored with the trained checkpoint
+        stored = json.loads((Path(job.run_dir) / "metrics.json").read_text())["test"]
+        cell = res.cells[(job.dataset, job.row)]["dice"]
+        assert cell.n == 1 and cell.mean == pytest.approx(stored["dice"])
+        assert cell.diff == pytest.approx(stored["dice"] - cell.paper_mean)
+
+
 def test_complexity_table_measures_lanet(tmp_path):
     spec = find_spec("lanet-table4")
     jobs = runner.plan_jobs(spec, "smoke", tmp_path, rows=["lanet"])
