@@ -59,6 +59,8 @@ reproduce-%: install
 bench: install ## run the benchmarks in benchmarks/ (prints ratios)
 	$(PY) benchmarks/cache_benchmark.py
 	$(PY) benchmarks/lightning_overhead.py
+	$(PY) benchmarks/predict_throughput.py
+	$(PY) benchmarks/onnx_vs_eager.py
 
 efficiency-table: install ## SLSNet Table 5 / LANET Table 4 efficiency table -> results/bench (BENCH_ARGS=--device cuda ...)
 	$(CLI) bench --models slsnet,lanet,unet,unetplusplus,unet3plus --sizes 64,128,224,256 $(BENCH_ARGS)
