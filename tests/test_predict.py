@@ -208,3 +208,22 @@ def test_any_segmentation_task_subclass_loads_and_untrusted_pickles_are_refused(
     with pytest.raises(CheckpointError, match="--trust-checkpoint"):
         load_task(evil)
     assert isinstance(load_task(evil, trust_checkpoint=True).task, mod.ExtraHeadTask)
+
+
+def test_adversarial_task_checkpoint_loads_for_prediction(tmp_path, ph2_root):
+    adversarial = pytest.importorskip("lesion_lightning.training.adversarial")
+    from lesion_lightning.data.io import load_image
+
+    torch.manual_seed(0)
+    task = adversarial.AdversarialSegmentationTask(model="simple_unet", model_kwargs={"base_width": 4},
+                                                   discriminator_kwargs={"base_width": 4})
+    ckpt = tmp_path / "adv.ckpt"
+    torch.save({"state_dict": task.state_dict(),
+                "hyper_parameters": {**dict(task.hparams),
+                                     "_class_path": "lesion_lightning.training.adversarial.AdversarialSegmentationTask"},
+                "datamodule_hyper_parameters": {"image_size": 64, "augment": "slsnet"}}, ckpt)
+    predictor = load_predictor(ckpt)
+    assert type(predictor.task).__name__ == "AdversarialSegmentationTask"
+    assert predictor.preprocessing.preset == "slsnet"
+    image = load_image(next(p for p in sorted(ph2_root.rglob("IMD*.bmp")) if not p.stem.endswith("_lesion")))
+    assert predictor.predict_masks([image])[0].shape == image.shape[:2]
