@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lesion_lightning.commands.export import _onnx_export, probability_model
+from lesion_lightning.commands.export import TOLERANCE, _conditioning_note, _onnx_export, probability_model
 from lesion_lightning.models import create_model, get_model_spec, list_models
 
 
@@ -68,7 +68,7 @@ def main() -> None:
     print(f"eager vs ONNX Runtime {ort.__version__}, batch 1, CPU, {threads} threads, median of {args.repeats}")
     print(f"{'model':<22}{'input':>10}{'exporter':>13}{'max|diff|':>11}{'eager ms':>10}{'ORT ms':>9}{'eager/ORT':>11}")
     started = time.perf_counter()
-    ratios, skipped = [], []
+    ratios, skipped, notes = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             if args.time_budget and time.perf_counter() - started > args.time_budget:
@@ -89,6 +89,9 @@ def main() -> None:
             with torch.inference_mode():
                 ref = model(x).numpy()
             diff = float(np.abs(session.run(None, feed)[0] - ref).max())
+            if diff > TOLERANCE:
+                notes.append(f"{name}: max abs diff {diff:.2g} > {TOLERANCE:g}"
+                             + _conditioning_note(model, x, torch.from_numpy(ref), TOLERANCE))
 
             def eager():
                 with torch.inference_mode():
@@ -108,6 +111,8 @@ def main() -> None:
                   flush=True)
     if ratios:
         print(f"geometric mean eager/ORT over {len(ratios)} model(s): {float(np.exp(np.mean(np.log(ratios)))):.2f}")
+    for note in notes:
+        print(f"note: {note}")
     if skipped:
         print(f"not measured (time budget {args.time_budget:g} s): {', '.join(skipped)} "
               f"(run with --models {','.join(skipped)} or --time-budget 0)")
