@@ -243,7 +243,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         predictor = load_predictor(args.ckpt, device=args.device, trust_checkpoint=args.trust_checkpoint)
     except (CheckpointError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}" if str(args.ckpt) in str(exc) else f"error: --ckpt {args.ckpt}: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, AssertionError) as exc:  # e.g. --device cuda without a GPU
+        print(f"error: cannot load --ckpt {args.ckpt} on --device {args.device}: {exc}", file=sys.stderr)
         return 2
     model = predictor.task.model
     size = predictor.preprocessing.image_size
@@ -292,7 +295,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"skipped: {exc}", file=sys.stderr)
             skipped += 1
             continue
-        maps, facts = explain_image(predictor, image, layers, activation_layers, args.alpha)
+        try:
+            maps, facts = explain_image(predictor, image, layers, activation_layers, args.alpha)
+        except Exception as exc:  # noqa: BLE001 - one image's failure must not stop the others
+            print(f"skipped: {path}: explaining failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            skipped += 1
+            continue
         tiles = [_panel_tile(image, "input")]
         for suffix, rgb in maps.items():
             if suffix != "prediction":

@@ -174,7 +174,7 @@ def _load(item: tuple[int, str, Path], predictor: Predictor, gt_index: dict[str,
     import warnings
 
     from lesion_lightning.commands.evaluate import image_id
-    from lesion_lightning.data.errors import DataError, ImageConversionWarning
+    from lesion_lightning.data.errors import ImageConversionWarning
     from lesion_lightning.data.io import load_image, load_mask
 
     index, key, path = item
@@ -184,16 +184,16 @@ def _load(item: tuple[int, str, Path], predictor: Predictor, gt_index: dict[str,
             warnings.simplefilter("ignore", ImageConversionWarning)
             out.image = load_image(path)
         out.tensor = predictor.preprocess(out.image)
-    except (DataError, OSError, ValueError) as exc:
-        out.error = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - any per-file failure is reported and skipped, never fatal
+        out.error = str(exc) if str(path) in str(exc) else f"{path}: {type(exc).__name__}: {exc}"
         return out
     if gt_index is not None:
         gt_path = gt_index.get(image_id(path)) or gt_index.get(key)
         if gt_path is not None:
             try:
                 out.gt = load_mask(gt_path, expected_hw=out.image.shape[:2])
-            except DataError as exc:
-                out.gt = str(exc)  # reported, the prediction itself is still written
+            except Exception as exc:  # noqa: BLE001 - reported; the prediction itself is still written
+                out.gt = str(exc) if str(gt_path) in str(exc) else f"{gt_path}: {exc}"
     return out
 
 
@@ -275,8 +275,8 @@ def predict_files(predictor: Predictor, files: list[Path], output: Path, *, batc
                 item, fut = pending.popleft()
                 try:
                     rows[item.index] = fut.result()
-                except (OSError, ValueError) as exc:
-                    skipped.append((str(item.path), str(exc)))
+                except Exception as exc:  # noqa: BLE001 - a failed write skips that image only
+                    skipped.append((str(item.path), f"writing the outputs failed: {exc}"))
                 bar.update(1)
 
         batch: list[Loaded] = []
@@ -354,7 +354,10 @@ def run(args: argparse.Namespace) -> int:
         predictor = load_predictor(args.ckpt, tta=args.tta, threshold=args.threshold, device=args.device,
                                    trust_checkpoint=args.trust_checkpoint)
     except (CheckpointError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}" if str(args.ckpt) in str(exc) else f"error: --ckpt {args.ckpt}: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, AssertionError) as exc:  # e.g. --device cuda without a GPU
+        print(f"error: cannot load --ckpt {args.ckpt} on --device {args.device}: {exc}", file=sys.stderr)
         return 2
     loaded = predictor.loaded
     pre = predictor.preprocessing
