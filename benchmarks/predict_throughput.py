@@ -10,7 +10,7 @@ Both are measured alternately in one run (median of `--repeats`), and the ratio 
 ../shared/data, else synthetic 600x450 JPEGs. The model is freshly initialised (weights do not change
 the cost) and saved as a checkpoint, so loading goes through `lesion_lightning.inference` as in use.
 
-    .venv/bin/python benchmarks/predict_throughput.py [--model lanet] [--size 224] [--images 24] [--batch-size 4]
+    .venv/bin/python benchmarks/predict_throughput.py [--model lanet] [--size 224] [--images 30] [--batch-size 4] [--threads 1]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="lanet")
     parser.add_argument("--size", type=int, default=None, help="working size (default: the model's paper size)")
-    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--images", type=int, default=30, help="images (default 30: the whole HAM10000 sample; fewer images let start-up and the last batch's writes weigh more)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="decode/write threads of the predict pipeline")
