@@ -52,7 +52,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="lanet")
     parser.add_argument("--size", type=int, default=None, help="working size (default: the model's paper size)")
-    parser.add_argument("--images", type=int, default=30, help="images (default 30: the whole HAM10000 sample; fewer images let start-up and the last batch's writes weigh more)")
+    parser.add_argument("--images", type=int, default=30,
+                        help="images (default 30: the whole HAM10000 sample; with fewer, start-up and the last "
+                             "batch's writes weigh more)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="decode/write threads of the predict pipeline")
