@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from lesion_lightning.experiments.runner import JobError, is_done, plan_jobs, run_jobs
     from lesion_lightning.experiments.tables import SpecError, find_spec
 
+    from rich.markup import escape
+
     console = Console()
     try:
         if args.list:
@@ -85,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         jobs = plan_jobs(spec, args.profile, args.runs_root, data_root=args.data_root, seeds=args.seeds,
                          rows=rows, overrides=overrides)
     except (SpecError, JobError) as err:
-        console.print(f"[red]error:[/] {err}")
+        # soft_wrap: an error names a file path, which must not be broken across lines.
+        console.print(f"[red]error:[/] {escape(str(err))}", soft_wrap=True, highlight=False)
         return 2
 
     for line in header_lines(spec, args.profile):
