@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,7 +282,8 @@ def _plot(res: TableResult, path: Path) -> None:
                            rotation=60, ha="right", fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
     axes[0][0].legend(fontsize=7)
-    title = res.header[0]
+    # A paper's table caption is long: wrap it to the figure's width instead of letting it run off.
+    title = "\n".join(textwrap.wrap(res.header[0], width=max(60, int(fig.get_figwidth() * 14))))
     if res.profile == "smoke":
         title += "\nSMOKE: data is NOT the paper's dataset"
     fig.suptitle(title, fontsize=9)
