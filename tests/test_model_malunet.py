@@ -7,31 +7,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from lesion_lightning.layers import DilatedGatedAttention, ExternalAttention
 from lesion_lightning.models import create_model, get_model_spec
 from lesion_lightning.utils.complexity import count_flops, count_params
 
+from model_checks import bce_dice, ham_batch, seeded_model, training_losses
+from model_checks import one_thread  # noqa: F401 (autouse fixture: one intra-op thread per module)
+
 OFFICIAL_PARAMS = 177_943  # sum(p.numel()) of the official MALUNet code
 OFFICIAL_FLOPS = 165_480_448  # FlopCounterMode on the official code at 1x3x256x256
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # These models run many tiny ops; on shared cores, intra-op threads oversubscribe and crawl.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
-    torch.manual_seed(0)
-    return create_model("malunet").eval()
+    return seeded_model("malunet")
 
 
 def test_parameter_count_equals_official_code(model: nn.Module) -> None:
@@ -81,30 +72,9 @@ def test_dilated_gated_attention_shapes_and_channel_check() -> None:
         DilatedGatedAttention(18, 32)
 
 
-def _ham_batch(root: Path, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = [], []
-    for path in sorted((root / "HAM10000_images_part_1").glob("*.jpg"))[:n]:
-        img = np.asarray(Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32)
-        img = (img - img.min()) / max(img.max() - img.min(), 1e-6)
-        mask_path = root / "HAM10000_segmentations_lesion_tschandl" / f"{path.stem}_segmentation.png"
-        mask = np.asarray(Image.open(mask_path).convert("L").resize((size, size), Image.NEAREST)) > 127
-        xs.append(torch.from_numpy(img).permute(2, 0, 1))
-        ys.append(torch.from_numpy(mask).float()[None])
-    return torch.stack(xs), torch.stack(ys)
-
-
 def test_training_steps_on_real_samples_reduce_loss(ham10000_root: Path) -> None:
     torch.manual_seed(0)
-    x, y = _ham_batch(ham10000_root, 4, 64)
+    x, y = ham_batch(ham10000_root, 4, 64)
     net = create_model("malunet").train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
-    losses = []
-    for _ in range(15):
-        opt.zero_grad()
-        logits = net(x)
-        prob = torch.sigmoid(logits)
-        loss = F.binary_cross_entropy_with_logits(logits, y) + 1 - (2 * (prob * y).sum() + 1) / (prob.sum() + y.sum() + 1)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = training_losses(net, lambda: bce_dice(net(x), y))
     assert np.mean(losses[-3:]) < 0.8 * losses[0]

@@ -1,0 +1,63 @@
+"""Shared pieces of the light-model tests (EGE-UNet, MALUNet, SCSONet): one intra-op thread,
+a seeded model, real HAM10000 batches and a short training run on them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from lesion_lightning.models import create_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Import into a test module to run its tests on one intra-op thread."""
+    # These models run many tiny ops; on shared cores, intra-op threads oversubscribe and crawl.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def seeded_model(name: str) -> nn.Module:
+    """The registry model `name`, built after `torch.manual_seed(0)`, in eval mode."""
+    torch.manual_seed(0)
+    return create_model(name).eval()
+
+
+def ham_batch(root: Path, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `n` HAM10000 images (per-image min-max, as the official code) and masks at `size`."""
+    xs, ys = [], []
+    for path in sorted((root / "HAM10000_images_part_1").glob("*.jpg"))[:n]:
+        img = np.asarray(Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32)
+        img = (img - img.min()) / max(img.max() - img.min(), 1e-6)
+        mask_path = root / "HAM10000_segmentations_lesion_tschandl" / f"{path.stem}_segmentation.png"
+        mask = np.asarray(Image.open(mask_path).convert("L").resize((size, size), Image.NEAREST)) > 127
+        xs.append(torch.from_numpy(img).permute(2, 0, 1))
+        ys.append(torch.from_numpy(mask).float()[None])
+    return torch.stack(xs), torch.stack(ys)
+
+
+def bce_dice(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    prob = torch.sigmoid(logits)
+    return F.binary_cross_entropy_with_logits(logits, y) + 1 - (2 * (prob * y).sum() + 1) / (prob.sum() + y.sum() + 1)
+
+
+def training_losses(net: nn.Module, loss_fn: Callable[[], torch.Tensor], steps: int = 15) -> list[float]:
+    """The loss of each of `steps` AdamW steps (lr 1e-3, weight decay 1e-2) on `loss_fn()`."""
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
