@@ -37,6 +37,19 @@ def light_unet_init_(m: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def conv3x3(cin: int, cout: int) -> nn.Conv2d:
+    """The plain stage block of these models: 3x3 conv, padding 1, with bias."""
+    return nn.Conv2d(cin, cout, 3, padding=1)
+
+
+def six_widths(model_name: str, channels: Sequence[int]) -> tuple[int, ...]:
+    """`channels` as a tuple; a ValueError naming `model_name` unless it lists 6 stage widths."""
+    c = tuple(channels)
+    if len(c) != 6:
+        raise ValueError(f"{model_name}: channels must list 6 widths, got {c}")
+    return c
+
+
 class LightUNet(nn.Module):
     """Six encoder stages and five decoder stages around additive skips at H/2 ... H/32.
 

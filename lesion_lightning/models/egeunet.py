@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lesion_lightning.layers.egeunet_blocks import GroupAggregationBridge, HadamardAxisAttention
-from lesion_lightning.layers.light_unet import LightUNet, light_unet_init_
+from lesion_lightning.layers.light_unet import LightUNet, conv3x3, light_unet_init_, six_widths
 from lesion_lightning.models.registry import register_model
 
 PAPER_FIGURES = {
@@ -31,10 +31,6 @@ PAPER_FIGURES = {
     "official_code_flops": 144_192_512,
     "source": "EGE-UNet (Ruan et al., MICCAI 2023); SCSONet Table 1; github JCruan519/EGE-UNet",
 }
-
-
-def _conv3x3(cin: int, cout: int) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 3, padding=1)
 
 
 @register_model(
@@ -60,13 +56,11 @@ class EGEUNet(LightUNet):
         num_classes: int = 1,
         channels: Sequence[int] = (8, 16, 24, 32, 48, 64),
     ) -> None:
-        c = tuple(channels)
-        if len(c) != 6:
-            raise ValueError(f"EGEUNet: channels must list 6 widths, got {c}")
+        c = six_widths("EGEUNet", channels)
         encoders = [
-            _conv3x3(in_channels, c[0]),
-            _conv3x3(c[0], c[1]),
-            _conv3x3(c[1], c[2]),
+            conv3x3(in_channels, c[0]),
+            conv3x3(c[0], c[1]),
+            conv3x3(c[1], c[2]),
             HadamardAxisAttention(c[2], c[3]),
             HadamardAxisAttention(c[3], c[4]),
             HadamardAxisAttention(c[4], c[5]),
@@ -75,8 +69,8 @@ class EGEUNet(LightUNet):
             HadamardAxisAttention(c[5], c[4]),
             HadamardAxisAttention(c[4], c[3]),
             HadamardAxisAttention(c[3], c[2]),
-            _conv3x3(c[2], c[1]),
-            _conv3x3(c[1], c[0]),
+            conv3x3(c[2], c[1]),
+            conv3x3(c[1], c[0]),
         ]
         super().__init__(c, encoders, decoders, None, num_classes)
         # bridges[i] fuses skip i+1 (or stage 6) into skip i; aux_heads follow the decoder (deepest first).

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from lesion_lightning.layers.light_unet import LightUNet, light_unet_init_
+from lesion_lightning.layers.light_unet import LightUNet, conv3x3, light_unet_init_, six_widths
 from lesion_lightning.layers.malunet_blocks import DilatedGatedAttention, ExternalAttention
 from lesion_lightning.layers.sc_bridge import SCAttentionBridge
 from lesion_lightning.models.registry import register_model
@@ -29,10 +29,6 @@ PAPER_FIGURES = {
     "official_code_flops": 165_480_448,
     "source": "MALUNet (Ruan et al., BIBM 2022); SCSONet Table 1 and Table 2 (base); github JCruan519/MALUNet",
 }
-
-
-def _conv3x3(cin: int, cout: int) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 3, padding=1)
 
 
 @register_model(
@@ -53,13 +49,11 @@ class MALUNet(LightUNet):
         channels: Sequence[int] = (8, 16, 24, 32, 48, 64),
         bridge: bool = True,
     ) -> None:
-        c = tuple(channels)
-        if len(c) != 6:
-            raise ValueError(f"MALUNet: channels must list 6 widths, got {c}")
+        c = six_widths("MALUNet", channels)
         encoders = [
-            _conv3x3(in_channels, c[0]),
-            _conv3x3(c[0], c[1]),
-            _conv3x3(c[1], c[2]),
+            conv3x3(in_channels, c[0]),
+            conv3x3(c[0], c[1]),
+            conv3x3(c[1], c[2]),
             nn.Sequential(ExternalAttention(c[2]), DilatedGatedAttention(c[2], c[3])),
             nn.Sequential(ExternalAttention(c[3]), DilatedGatedAttention(c[3], c[4])),
             nn.Sequential(ExternalAttention(c[4]), DilatedGatedAttention(c[4], c[5])),
@@ -68,8 +62,8 @@ class MALUNet(LightUNet):
             nn.Sequential(DilatedGatedAttention(c[5], c[4]), ExternalAttention(c[4])),
             nn.Sequential(DilatedGatedAttention(c[4], c[3]), ExternalAttention(c[3])),
             nn.Sequential(DilatedGatedAttention(c[3], c[2]), ExternalAttention(c[2])),
-            _conv3x3(c[2], c[1]),
-            _conv3x3(c[1], c[0]),
+            conv3x3(c[2], c[1]),
+            conv3x3(c[1], c[0]),
         ]
         super().__init__(c, encoders, decoders, SCAttentionBridge(c[:5]) if bridge else None, num_classes)
         self.apply(light_unet_init_)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from lesion_lightning.layers.ema import EMAttention
-from lesion_lightning.layers.light_unet import LightUNet, light_unet_init_
+from lesion_lightning.layers.light_unet import LightUNet, conv3x3, light_unet_init_, six_widths
 from lesion_lightning.layers.odconv import ODConv2d
 from lesion_lightning.layers.pconv import PConv
 from lesion_lightning.layers.sc_bridge import SCAttentionBridge
@@ -39,16 +39,12 @@ PAPER_FIGURES = {
 }
 
 
-def _conv3x3(cin: int, cout: int) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 3, padding=1)
-
-
 def _scf_encoder(cin: int, cout: int, ema_factor: int) -> nn.Sequential:
-    return nn.Sequential(SCConv(cin), PConv(cin), _conv3x3(cin, cout), EMAttention(cout, ema_factor))
+    return nn.Sequential(SCConv(cin), PConv(cin), conv3x3(cin, cout), EMAttention(cout, ema_factor))
 
 
 def _scf_decoder(cin: int, cout: int, ema_factor: int) -> nn.Sequential:
-    return nn.Sequential(_conv3x3(cin, cout), PConv(cout), SCConv(cout), EMAttention(cout, ema_factor))
+    return nn.Sequential(conv3x3(cin, cout), PConv(cout), SCConv(cout), EMAttention(cout, ema_factor))
 
 
 @register_model(
@@ -73,13 +69,11 @@ class SCSONet(LightUNet):
         bridge: bool = True,
         ema_factor: int = 8,
     ) -> None:
-        c = tuple(channels)
-        if len(c) != 6:
-            raise ValueError(f"SCSONet: channels must list 6 widths, got {c}")
+        c = six_widths("SCSONet", channels)
         encoders = [
-            _conv3x3(in_channels, c[0]),
+            conv3x3(in_channels, c[0]),
             ODConv2d(c[0], c[1], 3),
-            _conv3x3(c[1], c[2]),
+            conv3x3(c[1], c[2]),
             _scf_encoder(c[2], c[3], ema_factor),
             _scf_encoder(c[3], c[4], ema_factor),
             _scf_encoder(c[4], c[5], ema_factor),
@@ -88,7 +82,7 @@ class SCSONet(LightUNet):
             _scf_decoder(c[5], c[4], ema_factor),
             _scf_decoder(c[4], c[3], ema_factor),
             _scf_decoder(c[3], c[2], ema_factor),
-            _conv3x3(c[2], c[1]),
+            conv3x3(c[2], c[1]),
             ODConv2d(c[1], c[0], 3),
         ]
         super().__init__(
