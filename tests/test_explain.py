@@ -15,6 +15,8 @@ from lesion_lightning.cli import main
 from lesion_lightning.commands.explain import LEVELS, default_layers, explain_image, probe_layers, resolve_layers
 from lesion_lightning.models import create_model, list_models
 
+from tiny_run import ham10000_or_skip
+
 FAST_MODELS = {"simple_unet", "lanet", "egeunet"}
 
 
@@ -22,12 +24,9 @@ FAST_MODELS = {"simple_unet", "lanet", "egeunet"}
 def tiny_ckpt(tmp_path_factory) -> Path:
     """A checkpoint written by a plain Trainer (no run folder, no `_class_path`): 2 steps of simple_unet at 64x64."""
     from lesion_lightning.data.datamodule import LesionDataModule
-    from lesion_lightning.paths import sample_dataset_root
     from lesion_lightning.training.task import SegmentationTask
 
-    ham = sample_dataset_root("ham10000")
-    if ham is None:
-        pytest.skip("real ham10000 sample not found (expected ../shared/data/ham10000)")
+    ham = ham10000_or_skip()
     tmp = tmp_path_factory.mktemp("explain_ckpt")
     pl.seed_everything(0)
     task = SegmentationTask(model="simple_unet", model_kwargs={"base_width": 4})

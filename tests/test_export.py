@@ -15,8 +15,8 @@ from lesion_lightning.inference import LoadedTask, Preprocessing, load_predictor
 from lesion_lightning.models import create_model, list_models
 from lesion_lightning.training.task import SegmentationTask
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO = str(REPO / "experiments" / "demo.yaml")
+from tiny_run import fit_tiny_run
+
 TOL = 1e-4
 # Exported in the default run; the others (heavier graphs, or the slower dynamo exporter) are slow tests.
 FAST_MODELS = {"simple_unet", "lanet", "egeunet"}
@@ -25,19 +25,7 @@ FAST_MODELS = {"simple_unet", "lanet", "egeunet"}
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A real run folder (config.yaml, metrics.json, environment.json, checkpoints) from the training CLI."""
-    from lesion_lightning.paths import sample_dataset_root
-
-    ham = sample_dataset_root("ham10000")
-    if ham is None:
-        pytest.skip("real ham10000 sample not found (expected ../shared/data/ham10000)")
-    tmp = tmp_path_factory.mktemp("export_run")
-    main([
-        "fit", "--config", DEMO, f"--data.root={ham}", "--data.image_size=64", "--data.batch_size=4",
-        f"--data.cache={tmp / 'cache'}", f"--output_root={tmp / 'runs'}", "--trainer.enable_progress_bar=false",
-        "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
-        "--logger=none", "--run_name=tiny", "--model.model_kwargs={base_width: 4}",
-    ])
-    return tmp / "runs" / "demo" / "tiny"
+    return fit_tiny_run(tmp_path_factory.mktemp("export_run"))
 
 
 @pytest.fixture(scope="module")

@@ -16,26 +16,13 @@ from lesion_lightning.cli import main
 from lesion_lightning.inference import CheckpointError, load_predictor, load_task, resolve_checkpoint
 from lesion_lightning.training.task import SegmentationTask
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO = str(REPO / "experiments" / "demo.yaml")
+from tiny_run import fit_tiny_run
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A real run folder from the training CLI: simple_unet (base width 4), 1 short epoch at 64x64."""
-    from lesion_lightning.paths import sample_dataset_root
-
-    ham = sample_dataset_root("ham10000")
-    if ham is None:
-        pytest.skip("real ham10000 sample not found (expected ../shared/data/ham10000)")
-    tmp = tmp_path_factory.mktemp("predict_run")
-    main([
-        "fit", "--config", DEMO, f"--data.root={ham}", "--data.image_size=64", "--data.batch_size=4",
-        f"--data.cache={tmp / 'cache'}", f"--output_root={tmp / 'runs'}", "--trainer.enable_progress_bar=false",
-        "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
-        "--logger=none", "--run_name=tiny", "--model.model_kwargs={base_width: 4}",
-    ])
-    run = tmp / "runs" / "demo" / "tiny"
+    run = fit_tiny_run(tmp_path_factory.mktemp("predict_run"))
     assert (run / "checkpoints" / "last.ckpt").exists()
     return run
 
