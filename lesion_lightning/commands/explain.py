@@ -234,19 +234,13 @@ def cv2_resize(probs: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     import cv2
 
-    from lesion_lightning.commands.predict_images import assign_ids, collect_inputs
+    from lesion_lightning.commands.predict_images import assign_ids, collect_inputs, load_cli_predictor
     from lesion_lightning.data.errors import DataError, ImageConversionWarning
     from lesion_lightning.data.io import load_image
-    from lesion_lightning.inference import CheckpointError, load_predictor
     from lesion_lightning.utils.visualize import make_grid
 
-    try:
-        predictor = load_predictor(args.ckpt, device=args.device, trust_checkpoint=args.trust_checkpoint)
-    except (CheckpointError, ValueError) as exc:
-        print(f"error: {exc}" if str(args.ckpt) in str(exc) else f"error: --ckpt {args.ckpt}: {exc}", file=sys.stderr)
-        return 2
-    except (RuntimeError, AssertionError) as exc:  # e.g. --device cuda without a GPU
-        print(f"error: cannot load --ckpt {args.ckpt} on --device {args.device}: {exc}", file=sys.stderr)
+    predictor = load_cli_predictor(args)
+    if predictor is None:
         return 2
     model = predictor.task.model
     size = predictor.preprocessing.image_size

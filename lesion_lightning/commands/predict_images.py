@@ -331,9 +331,22 @@ def predict_files(predictor: Predictor, files: list[Path], output: Path, *, batc
     return PredictReport(ordered, skipped, gt_problems, time.perf_counter() - started)
 
 
+def load_cli_predictor(args: argparse.Namespace, **options: Any) -> Predictor | None:
+    """`load_predictor(args.ckpt, device=args.device, trust_checkpoint=args.trust_checkpoint, **options)`;
+    None after printing an error that names --ckpt (or --device) when the checkpoint cannot be loaded."""
+    from lesion_lightning.inference import CheckpointError, load_predictor
+
+    try:
+        return load_predictor(args.ckpt, device=args.device, trust_checkpoint=args.trust_checkpoint, **options)
+    except (CheckpointError, ValueError) as exc:
+        print(f"error: {exc}" if str(args.ckpt) in str(exc) else f"error: --ckpt {args.ckpt}: {exc}", file=sys.stderr)
+    except (RuntimeError, AssertionError) as exc:  # e.g. --device cuda without a GPU
+        print(f"error: cannot load --ckpt {args.ckpt} on --device {args.device}: {exc}", file=sys.stderr)
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from lesion_lightning.data.errors import DataError
-    from lesion_lightning.inference import CheckpointError, load_predictor
 
     if args.batch_size < 1:
         print(f"error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
@@ -350,14 +363,8 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         print("error: no input images to predict", file=sys.stderr)
         return 1
-    try:
-        predictor = load_predictor(args.ckpt, tta=args.tta, threshold=args.threshold, device=args.device,
-                                   trust_checkpoint=args.trust_checkpoint)
-    except (CheckpointError, ValueError) as exc:
-        print(f"error: {exc}" if str(args.ckpt) in str(exc) else f"error: --ckpt {args.ckpt}: {exc}", file=sys.stderr)
-        return 2
-    except (RuntimeError, AssertionError) as exc:  # e.g. --device cuda without a GPU
-        print(f"error: cannot load --ckpt {args.ckpt} on --device {args.device}: {exc}", file=sys.stderr)
+    predictor = load_cli_predictor(args, tta=args.tta, threshold=args.threshold)
+    if predictor is None:
         return 2
     loaded = predictor.loaded
     pre = predictor.preprocessing
