@@ -256,3 +256,18 @@ def test_training_steps_on_real_samples_reduce_loss(ham10000_root: Path) -> None
         opt.step()
         losses.append(loss.item())
     assert np.mean(losses[-3:]) < 0.8 * losses[0]
+
+
+def test_table11_ablation_switches_remove_exactly_their_blocks():
+    full = create_model("lanet")
+    no_aspp = create_model("lanet", aspp=False)
+    plain = create_model("lanet", attention=False, aspp=False)
+    assert not any(isinstance(m, PooledUnpooledAttention) for m in plain.modules())
+    assert sum(isinstance(m, PooledUnpooledAttention) for m in no_aspp.modules()) == 4
+    assert not any(isinstance(m, ASPP) for m in no_aspp.modules()) and isinstance(full.aspp, ASPP)
+    attention_params = sum(count_params(m) for m in full.modules() if isinstance(m, PooledUnpooledAttention))
+    # Only the bottleneck differs between no_aspp and plain: the attention blocks account for the rest.
+    assert count_params(no_aspp) - count_params(plain) == attention_params
+    x = torch.rand(1, 3, 64, 96)
+    for net in (no_aspp, plain):
+        assert net(x).shape == (1, 2, 64, 96)

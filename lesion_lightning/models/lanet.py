@@ -44,13 +44,16 @@ PAPER_FIGURES = {
 class LANETEncoderBlock(nn.Sequential):
     """Conv3x3 -> BN -> ReLU -> depthwise 3x3 -> clipped ReLU -> pooled-unpooled attention."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, spatial_conv: bool = False) -> None:
-        super().__init__(
+    def __init__(self, in_channels: int, out_channels: int, *, spatial_conv: bool = False,
+                 attention: bool = True) -> None:
+        layers: list[nn.Module] = [
             ConvBNAct(in_channels, out_channels, 3, activation=nn.ReLU, bias=True),
             depthwise_conv(out_channels, 3, bias=True),
             nn.ReLU6(),
-            PooledUnpooledAttention(out_channels, negative_slope=0.01, spatial_conv=spatial_conv),
-        )
+        ]
+        if attention:
+            layers.append(PooledUnpooledAttention(out_channels, negative_slope=0.01, spatial_conv=spatial_conv))
+        super().__init__(*layers)
 
 
 class LANETDecoderBlock(nn.Module):
@@ -97,6 +100,10 @@ class LANET(nn.Module):
 
     Returns logits (B, num_classes, H, W). `spatial_conv=True` adds Algorithm 1's 7x7 spatial-attention
     conv to every encoder attention block (4 x 99 = 396 more parameters).
+
+    Table 11's ablation rows: `attention=False` drops the encoders' pooled-unpooled attention;
+    `aspp=False` replaces the ASPP bottleneck by one Conv3x3 -> BN -> ReLU of the same output width
+    (`attention=False, aspp=False` is "U-Net + depthwise conv.").
     """
 
     def __init__(
@@ -107,6 +114,8 @@ class LANET(nn.Module):
         aspp_channels: int = 16,
         aspp_dilations: Sequence[int] = (1, 6, 12, 18),
         spatial_conv: bool = False,
+        attention: bool = True,
+        aspp: bool = True,
     ) -> None:
         super().__init__()
         widths = tuple(int(w) for w in widths)
@@ -115,12 +124,17 @@ class LANET(nn.Module):
         self.divisor = 2 ** len(widths)
         chans = (in_channels, *widths)
         self.encoders = nn.ModuleList(
-            LANETEncoderBlock(chans[i], chans[i + 1], spatial_conv=spatial_conv) for i in range(len(widths))
+            LANETEncoderBlock(chans[i], chans[i + 1], spatial_conv=spatial_conv, attention=attention)
+            for i in range(len(widths))
         )
         self.pool = nn.MaxPool2d(2)
-        self.aspp = ASPP(widths[-1], aspp_channels, aspp_dilations, first_branch_1x1=True, bias=True)
+        if aspp:
+            self.aspp = ASPP(widths[-1], aspp_channels, aspp_dilations, first_branch_1x1=True, bias=True)
+            deep = self.aspp.out_channels
+        else:
+            deep = aspp_channels * len(tuple(aspp_dilations))
+            self.aspp = ConvBNAct(widths[-1], deep, 3, activation=nn.ReLU, bias=True)
         decoders = []
-        deep = self.aspp.out_channels
         for width in reversed(widths):
             decoders.append(LANETDecoderBlock(deep, width, width))
             deep = width
