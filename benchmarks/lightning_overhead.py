@@ -4,7 +4,7 @@ Prints steps/s of both, measured alternately in one run (median of repeats), and
 (target: Lightning / plain >= 0.97). Also shows SegmentationTask (our task, with its metrics and
 logging) so the cost of metrics is visible separately from the framework's.
 
-    .venv/bin/python benchmarks/lightning_overhead.py [--model simple_unet] [--size 128] [--steps 30]
+    .venv/bin/python benchmarks/lightning_overhead.py [--model simple_unet] [--size 128] [--steps 30] [--threads 1]
 """
 
 from __future__ import annotations
@@ -84,10 +84,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=30, help="training steps per measurement")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: with 2 threads on a 2-core machine, whatever else runs "
+                             "there swamps the measured difference)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     loader = DataLoader(RandomSegmentation(args.batch * args.steps, args.size), batch_size=args.batch, shuffle=False)
 
     results: dict[str, list[float]] = {"plain PyTorch": [], "Lightning (minimal module)": [], "SegmentationTask": []}

@@ -1,5 +1,5 @@
-"""Shared pieces of the light-model tests (EGE-UNet, MALUNet, SCSONet): one intra-op thread,
-a seeded model, real HAM10000 batches and a short training run on them."""
+"""Shared pieces of the model tests: one intra-op thread, a seeded model, real HAM10000 batches,
+BCE + Dice and a short training run on them."""
 
 from __future__ import annotations
 
@@ -32,12 +32,15 @@ def seeded_model(name: str) -> nn.Module:
     return create_model(name).eval()
 
 
-def ham_batch(root: Path, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `n` HAM10000 images (per-image min-max, as the official code) and masks at `size`."""
+def ham_batch(root: Path, n: int, size: int, *, per_image_minmax: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `n` HAM10000 images (B, 3, size, size) and their masks (B, 1, size, size) as 0/1 floats.
+
+    Images are scaled per image to [0, 1] by min-max (as the MALUNet code base), or divided by 255.
+    """
     xs, ys = [], []
     for path in sorted((root / "HAM10000_images_part_1").glob("*.jpg"))[:n]:
         img = np.asarray(Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32)
-        img = (img - img.min()) / max(img.max() - img.min(), 1e-6)
+        img = (img - img.min()) / max(img.max() - img.min(), 1e-6) if per_image_minmax else img / 255
         mask_path = root / "HAM10000_segmentations_lesion_tschandl" / f"{path.stem}_segmentation.png"
         mask = np.asarray(Image.open(mask_path).convert("L").resize((size, size), Image.NEAREST)) > 127
         xs.append(torch.from_numpy(img).permute(2, 0, 1))

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from lesion_lightning.models import create_model, get_model_spec
 from lesion_lightning.utils.complexity import count_flops, count_params
+
+from model_checks import bce_dice, ham_batch
 
 SLIM = {
     "unet": {"widths": (8, 16, 32, 64, 128)},
@@ -141,22 +142,10 @@ def test_full_width_output_shapes_at_every_size(name: str) -> None:
             assert net(torch.randn(1, 3, *size)).shape[-2:] == size
 
 
-def _ham_batch(root: Path, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = [], []
-    for path in sorted((root / "HAM10000_images_part_1").glob("*.jpg"))[:n]:
-        img = np.asarray(Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32) / 255
-        mask_path = root / "HAM10000_segmentations_lesion_tschandl" / f"{path.stem}_segmentation.png"
-        mask = np.asarray(Image.open(mask_path).convert("L").resize((size, size), Image.NEAREST)) > 127
-        xs.append(torch.from_numpy(img).permute(2, 0, 1))
-        ys.append(torch.from_numpy(mask).float()[None])
-    return torch.stack(xs), torch.stack(ys)
-
-
 def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if logits.shape[1] == 2:
         return F.cross_entropy(logits, y[:, 0].long())
-    prob = torch.sigmoid(logits)  # BCE + (1 - Dice), Aksoy's eq. 1
-    return F.binary_cross_entropy_with_logits(logits, y) + 1 - (2 * (prob * y).sum() + 1) / (prob.sum() + y.sum() + 1)
+    return bce_dice(logits, y)  # BCE + (1 - Dice), Aksoy's eq. 1
 
 
 def _train(name: str, kwargs: dict, x: torch.Tensor, y: torch.Tensor, steps: int = 15) -> list[float]:
@@ -176,7 +165,7 @@ def _train(name: str, kwargs: dict, x: torch.Tensor, y: torch.Tensor, steps: int
 
 @pytest.mark.parametrize("name", ["unet_aksoy", "unet", "unet3plus"])
 def test_training_steps_on_real_samples_reduce_loss(name: str, ham10000_root: Path) -> None:
-    x, y = _ham_batch(ham10000_root, 4, 64)
+    x, y = ham_batch(ham10000_root, 4, 64, per_image_minmax=False)
     losses = _train(name, SLIM[name], x, y)
     assert np.mean(losses[-3:]) < 0.85 * losses[0]
 
@@ -184,6 +173,6 @@ def test_training_steps_on_real_samples_reduce_loss(name: str, ham10000_root: Pa
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(SLIM))
 def test_full_width_training_steps_reduce_loss(name: str, ham10000_root: Path) -> None:
-    x, y = _ham_batch(ham10000_root, 4, 64)
+    x, y = ham_batch(ham10000_root, 4, 64, per_image_minmax=False)
     losses = _train(name, {}, x, y)
     assert np.mean(losses[-3:]) < 0.85 * losses[0]
