@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from lesion_lightning.layers import (
@@ -22,6 +21,8 @@ from lesion_lightning.layers import (
 )
 from lesion_lightning.models import create_model, get_model_spec
 from lesion_lightning.utils.complexity import count_flops, count_params
+
+from model_checks import ham_batch
 
 # Appendix A, in its order: (layer, output side, learnable shape (weights; BN: channels), count column).
 APPENDIX_A = [
@@ -231,20 +232,10 @@ def test_conv_blocks() -> None:
         ConvBNAct(8, 8, 2)
 
 
-def _ham_batch(root: Path, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = [], []
-    for path in sorted((root / "HAM10000_images_part_1").glob("*.jpg"))[:n]:
-        img = np.asarray(Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32) / 255
-        mask_path = root / "HAM10000_segmentations_lesion_tschandl" / f"{path.stem}_segmentation.png"
-        mask = np.asarray(Image.open(mask_path).convert("L").resize((size, size), Image.NEAREST)) > 127
-        xs.append(torch.from_numpy(img).permute(2, 0, 1))
-        ys.append(torch.from_numpy(mask).long())
-    return torch.stack(xs), torch.stack(ys)
-
-
 def test_training_steps_on_real_samples_reduce_loss(ham10000_root: Path) -> None:
     torch.manual_seed(0)
-    x, y = _ham_batch(ham10000_root, 4, 64)
+    x, y = ham_batch(ham10000_root, 4, 64, per_image_minmax=False)
+    y = y[:, 0].long()
     assert 0 < y.float().mean() < 1
     net = create_model("lanet").train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
