@@ -16,14 +16,25 @@ from torch import nn
 from lesion_lightning.models import create_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Import into a test module to run its tests on one intra-op thread."""
-    # These models run many tiny ops; on shared cores, intra-op threads oversubscribe and crawl.
+def _single_thread() -> Iterator[None]:
+    # These models run many tiny ops; on shared cores, intra-op threads oversubscribe and crawl
+    # (OpenMP waiting made steps 3-100x slower under load). One thread is fast and steady; restored afterwards.
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Import into a test module to run the whole module on one intra-op thread."""
+    yield from _single_thread()
+
+
+@pytest.fixture(autouse=True)
+def one_thread_per_test() -> Iterator[None]:
+    """Import into a test module to run each test (not its module-scoped fixtures) on one intra-op thread."""
+    yield from _single_thread()
 
 
 def seeded_model(name: str) -> nn.Module:

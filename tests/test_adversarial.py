@@ -5,7 +5,6 @@ Kept small: narrow G and D (the paper's layout, fewer channels), 32x32 images, b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,19 +16,13 @@ from lesion_lightning.data.datamodule import LesionDataModule
 from lesion_lightning.layers import CAM, PAM
 from lesion_lightning.training.adversarial import GENERATOR_LOSSES, AdversarialSegmentationTask
 
+from model_checks import one_thread_per_test  # noqa: F401 (autouse fixture)
+
 REPO = Path(__file__).resolve().parent.parent
 PRESET = REPO / "experiments" / "slsnet" / "isic2018.yaml"
 SMOKE = REPO / "experiments" / "slsnet" / "smoke.yaml"
 TINY_G = {"widths": [8, 8, 8, 16]}
 TINY_D = {"base_width": 8}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _task(**kwargs) -> AdversarialSegmentationTask:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,8 @@ from lesion_lightning.models import create_model, get_model_spec
 from lesion_lightning.models.slsnet import SLSNetDiscriminator, SLSNetGenerator, count_macs_by_kind, slsnet_macs
 from lesion_lightning.utils.complexity import count_params
 
+from model_checks import one_thread_per_test  # noqa: F401 (autouse fixture)
+
 PAPER_PARAMS = 2_350_000
 TABLE5_GMACS = {64: 0.23, 128: 0.90, 256: 3.16}
 TABLE7_GMACS_256 = 3.61
@@ -29,16 +30,6 @@ TABLE6 = {
     "bl_pam_cam_wo_ms": (dict(use_pam=True, use_cam=True, multiscale=False), 0.88),
     "slsnet": (dict(use_pam=True, use_cam=True, multiscale=True), 0.90),
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # These tensors are small: with 2 intra-op threads on the shared 2-core machine, OpenMP waiting made
-    # steps 3-100x slower under load; one thread is fast and steady. Restored afterwards.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
