@@ -18,21 +18,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from lesion_lightning.data.readers import ISIC2017_FOLDERS, ISIC2018_FOLDERS  # the folders the readers expect
+
 __all__ = ["LAYOUTS", "make_sample", "write_dataset", "ISIC2018_FOLDERS", "ISIC2017_FOLDERS"]
 
 LAYOUTS = ("isic2018", "isic2017", "ham10000", "ph2", "folder")
 
-# subset -> (image folder, ground-truth folder), as in the official archives.
-ISIC2018_FOLDERS = {
-    "train": ("ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_GroundTruth"),
-    "val": ("ISIC2018_Task1-2_Validation_Input", "ISIC2018_Task1_Validation_GroundTruth"),
-    "test": ("ISIC2018_Task1-2_Test_Input", "ISIC2018_Task1_Test_GroundTruth"),
-}
-ISIC2017_FOLDERS = {
-    "train": ("ISIC-2017_Training_Data", "ISIC-2017_Training_Part1_GroundTruth"),
-    "val": ("ISIC-2017_Validation_Data", "ISIC-2017_Validation_Part1_GroundTruth"),
-    "test": ("ISIC-2017_Test_v2_Data", "ISIC-2017_Test_v2_Part1_GroundTruth"),
-}
 
 _SKIN_TONES = np.array(  # RGB, light to medium skin under dermoscope light
     [[236, 196, 180], [226, 178, 160], [214, 164, 140], [200, 150, 126], [232, 190, 168], [188, 134, 110]],
