@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from lesion_lightning.inference import resolve_checkpoint
     from lesion_lightning.training.cli import build_cli
 
     console = Console()
@@ -44,8 +45,7 @@ def run(args: argparse.Namespace) -> int:
         common.append(f"--trainer.max_epochs={args.epochs}")
     build_cli(["fit", *common])
     run_dir = Path(args.output_root) / "demo" / run_name
-    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
-    ckpt = best[-1] if best else run_dir / "checkpoints" / "last.ckpt"
+    ckpt, _ = resolve_checkpoint(run_dir)
     build_cli(["test", *common, f"--ckpt_path={ckpt}"])
 
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -321,13 +321,12 @@ def _mark(job: Job, status: str, **extra: Any) -> None:
 
 
 def _best_checkpoint(run_dir: Path) -> Path:
-    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if best:
-        return best[-1]
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        return last
-    raise JobError(f"{run_dir}: training left no checkpoint")
+    from lesion_lightning.inference import CheckpointError, resolve_checkpoint
+
+    try:
+        return resolve_checkpoint(run_dir)[0]
+    except CheckpointError:
+        raise JobError(f"{run_dir}: training left no checkpoint") from None
 
 
 def _common_options(job: Job, logger: str) -> list[str]:
