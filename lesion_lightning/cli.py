@@ -70,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             and not any(a == "--config" or a.startswith("--config=") for a in argv):
         argv[0] = "predict-images"
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
-        from lesion_lightning.training.cli import run_lightning_cli
+        from lesion_lightning.training.cli import build_cli
 
-        return run_lightning_cli(argv)
+        build_cli(argv)
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

@@ -37,7 +37,8 @@ import torch
 import yaml
 
 from lesion_lightning.data.transforms import DEFAULT_SIZES, IMAGENET_MEAN, IMAGENET_STD, PRESETS, build_transforms
-from lesion_lightning.training.task import SegmentationTask, lesion_probabilities
+from lesion_lightning.models.lesion_head import lesion_probabilities
+from lesion_lightning.training.task import SegmentationTask
 
 __all__ = [
     "CheckpointError",

@@ -78,8 +78,8 @@ def test_steps_on_real_sample_update_both_nets_and_log_both_losses(tmp_path, ham
     expected = m["train/loss_g_adv"] + 0.1 * m["train/loss_g_l1"] + 0.5 * m["train/loss_g_jaccard"]
     torch.testing.assert_close(m["train/loss_g_epoch"] if "train/loss_g_epoch" in m else m["train/loss_g"], expected)
     # validation used G alone with the standard metrics, which the run-folder callback reads
-    assert set(task.last_epoch_metrics) >= {"train", "val"}
-    assert 0.0 <= task.last_epoch_metrics["val"]["dice"] <= 1.0
+    assert set(task.epoch_results) >= {"train", "val"}
+    assert 0.0 <= task.epoch_results["val"].metrics["dice"] <= 1.0
 
 
 class _GradNormProbe(Callback):

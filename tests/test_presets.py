@@ -18,7 +18,8 @@ from lesion_lightning.cli import main
 from lesion_lightning.models import create_model, get_model_spec, list_models
 from lesion_lightning.training.cli import build_cli
 from lesion_lightning.training.presets import MODEL_CONFIGS, RECIPE_CONFIGS, experiments_dir, preset_config
-from lesion_lightning.training.task import EnsembleTask, SegmentationTask
+from lesion_lightning.training.ensemble import EnsembleTask
+from lesion_lightning.training.task import SegmentationTask
 
 EXPERIMENTS = experiments_dir()
 OWN_FOLDERS = ("lanet", "scsonet", "unet_aksoy", "baselines", "medlitenet")
@@ -35,8 +36,9 @@ def _load(path: Path) -> dict:
 
 
 def _tiny_schedule(tmp_path: Path, sizes: tuple[int, ...] = (32,), decay: float = 0.999) -> Path:
-    """Overlay: the MedLiteNet recipe callbacks with a tiny progressive-resize schedule."""
-    overlay = {"trainer": {"callbacks": [
+    """Overlay: the standard callbacks of base.yaml, then the MedLiteNet recipe callbacks with a tiny
+    progressive-resize schedule (a `callbacks:` list replaces the preset's whole list)."""
+    overlay = {"trainer": {"callbacks": _load(EXPERIMENTS / "base.yaml")["trainer"]["callbacks"] + [
         {"class_path": "pytorch_lightning.callbacks.EMAWeightAveraging", "init_args": {"decay": decay}},
         {"class_path": "lesion_lightning.callbacks.progressive_resize.ProgressiveResizeCallback",
          "init_args": {"schedule": {i: s for i, s in enumerate(sizes)}}},

@@ -82,3 +82,33 @@ def test_bad_option_fails_before_work_naming_it(tmp_path, ham10000_root, capsys,
     message = str(excinfo.value) + capsys.readouterr().err
     assert expected in message
     assert not list((tmp_path / "runs").glob("*/*/checkpoints/*.ckpt"))
+
+
+def test_standard_callbacks_come_from_base_yaml_and_a_yaml_can_drop_one(tmp_path, ham10000_root):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lesion_lightning.callbacks import PredictionGridCallback
+    from lesion_lightning.training.cli import build_cli
+
+    tiny = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1", "--logger=none"]
+    cli = build_cli(_fit_args(tmp_path, ham10000_root, *tiny, "--run_name=standard"))
+    run = tmp_path / "runs" / "demo" / "standard"
+    checkpoints = [c for c in cli.trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    # Lightning's own ModelCheckpoint twice (best by val/dice, last every epoch), writing into the run folder
+    assert {type(c) for c in checkpoints} == {ModelCheckpoint} and len(checkpoints) == 2
+    assert {c.monitor for c in checkpoints} == {"val/dice", None}
+    assert all(Path(c.dirpath) == (run / "checkpoints").resolve() for c in checkpoints)
+    assert (run / "predictions" / "epoch_000.png").exists()
+
+    # a YAML that lists trainer.callbacks without PredictionGridCallback: no prediction grid, the rest as before
+    base = yaml.safe_load((REPO / "experiments" / "base.yaml").read_text())["trainer"]["callbacks"]
+    kept = [c for c in base if not c["class_path"].endswith("PredictionGridCallback")]
+    assert len(kept) == len(base) - 1
+    overlay = tmp_path / "no_grid.yaml"
+    overlay.write_text(yaml.safe_dump({"trainer": {"callbacks": kept}}))
+    args = _fit_args(tmp_path, ham10000_root, *tiny, "--run_name=no_grid")
+    cli = build_cli([*args[:3], "--config", str(overlay), *args[3:]])
+    run = tmp_path / "runs" / "demo" / "no_grid"
+    assert not any(isinstance(c, PredictionGridCallback) for c in cli.trainer.callbacks)
+    assert not (run / "predictions").exists()
+    assert (run / "checkpoints" / "last.ckpt").exists() and list((run / "checkpoints").glob("best-*.ckpt"))

@@ -1,5 +1,6 @@
 """Training: LightningModules (tasks), optimiser recipes, the run folder and the LightningCLI front end."""
 
-from lesion_lightning.training.task import SegmentationTask, lesion_probabilities
+from lesion_lightning.models.lesion_head import lesion_probabilities
+from lesion_lightning.training.task import EpochResult, LesionSegmentationModule, SegmentationTask
 
-__all__ = ["SegmentationTask", "lesion_probabilities"]
+__all__ = ["EpochResult", "LesionSegmentationModule", "SegmentationTask", "lesion_probabilities"]

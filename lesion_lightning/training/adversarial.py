@@ -39,8 +39,9 @@ import torch.nn.functional as F
 
 from lesion_lightning.losses import build_loss
 from lesion_lightning.models import get_model_spec
+from lesion_lightning.models.lesion_head import lesion_probabilities
 from lesion_lightning.models.slsnet import SLSNetDiscriminator
-from lesion_lightning.training.task import SegmentationTask, lesion_probabilities
+from lesion_lightning.training.task import SegmentationTask
 
 GENERATOR_LOSSES = {
     # Table 8: which supervised terms join the adversarial BCE term

@@ -3,66 +3,42 @@
 On top of Lightning's own options it adds where the run folder goes (`--experiment`, `--run_name`,
 `--output_root`), which logger to use (`--logger wandb|csv|none`, W&B offline unless configured
 online), `--amp` (16-mixed on GPU, bf16-mixed on CPU) and `--tta` (6-fold test-time augmentation of
-any model in validate/test/predict, overriding model.tta and checkpoint hyperparameters). The
-standard callbacks (checkpointing on val/dice + last.ckpt, run folder, complexity, prediction grid,
-training curves, LR monitor, rich progress bar) are always added; recipe callbacks (EMA, progressive
-resizing, early stopping) come from `trainer.callbacks` in the experiment YAML (experiments/<model>/).
+any model in validate/test/predict, overriding model.tta and checkpoint hyperparameters).
+
+`experiments/base.yaml` is every subcommand's default config: its `trainer.callbacks` are the standard
+callbacks (best checkpoint by val/dice, last.ckpt every epoch, run folder, complexity, prediction grid,
+training curves, LR monitor, progress bar). A preset adds its recipe callbacks with `callbacks+:`; a
+`callbacks:` list replaces the standard ones. A checkpoint callback without `dirpath` writes to
+`<run folder>/checkpoints`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from pytorch_lightning import Callback, Trainer
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from lesion_lightning.data.datamodule import LesionDataModule
-from lesion_lightning.training.run_folder import RunConfigCallback, RunFolderCallback
-from lesion_lightning.training.task import SegmentationTask
+from lesion_lightning.paths import REPO_ROOT
+from lesion_lightning.training.run_folder import RunConfigCallback
+from lesion_lightning.training.task import LesionSegmentationModule
 
 LOGGERS = ("wandb", "csv", "none")
 RUN_DIR_ENV = "LESION_LIGHTNING_RUN_DIR"
+BASE_CONFIG = REPO_ROOT / "experiments" / "base.yaml"
 
 
 def latest_run_with_checkpoint(experiment_dir: Path) -> Path | None:
     """Most recent run folder of an experiment that holds checkpoints/last.ckpt (for `--ckpt_path last`)."""
     runs = [p.parent.parent for p in experiment_dir.glob("*/checkpoints/last.ckpt")]
     return max(runs, key=lambda p: (p / "checkpoints" / "last.ckpt").stat().st_mtime) if runs else None
-
-
-class BestAndLastCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose `last.ckpt` is always the latest epoch.
-
-    Lightning 2.6 writes `last.ckpt` only when a top-k checkpoint was written at the same step, so an
-    epoch that does not improve the monitored metric leaves `last.ckpt` at an older epoch (and
-    `--ckpt_path last` would resume from there). This writes it after every validation as well.
-    """
-
-    def _save_last_anyway(self, trainer: Trainer) -> None:
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: Any) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._save_last_anyway(trainer)
-
-    def on_validation_end(self, trainer: Trainer, pl_module: Any) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._save_last_anyway(trainer)
-
-    @property
-    def state_key(self) -> str:
-        # Same key as a plain ModelCheckpoint, so checkpoints written before this class still resume.
-        return ModelCheckpoint.state_key.fget(self).replace(type(self).__qualname__, "ModelCheckpoint", 1)
 
 
 class LesionCLI(LightningCLI):
@@ -78,8 +54,6 @@ class LesionCLI(LightningCLI):
         parser.add_argument("--amp", type=bool, default=False,
                             help="mixed precision: 16-mixed on GPU, bf16-mixed on CPU (overrides trainer.precision)")
         parser.set_defaults({"model": {"class_path": "lesion_lightning.training.task.SegmentationTask"}})
-        parser.add_argument("--checkpoint_monitor", type=str, default="val/dice",
-                            help="metric that selects the best checkpoint (maximised)")
         parser.add_argument("--tta", type=bool | None, default=None,
                             help="6-fold test-time augmentation (identity, flips, rot90/270; probabilities averaged) "
                                  "for validate/test/predict and fit's validation epochs; overrides model.tta, also "
@@ -93,7 +67,7 @@ class LesionCLI(LightningCLI):
             if not hasattr(self.model, "tta"):
                 raise SystemExit(f"error: --tta: {type(self.model).__name__} has no test-time augmentation switch")
             self.model.tta = bool(tta)
-        from lesion_lightning.training.task import EnsembleTask
+        from lesion_lightning.training.ensemble import EnsembleTask
 
         if self.subcommand == "fit" and isinstance(self.model, EnsembleTask):
             raise SystemExit("error: model EnsembleTask evaluates trained members (validate/test/predict); "
@@ -141,55 +115,30 @@ class LesionCLI(LightningCLI):
         os.environ.setdefault("WANDB_MODE", "offline")
         return WandbLogger(project=self._options().get("wandb_project"), name=name, save_dir=str(run_dir))
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The trainer of the run folder: its root, logger, `--amp` precision, and the configured callbacks
+        adapted to the run (checkpoints into the run folder; no LR monitor without a logger, no progress bar
+        when `trainer.enable_progress_bar` is false)."""
+        trainer_config = self._get(self.config_init, "trainer", default={})
         run_dir = self._run_dir()
-        config["default_root_dir"] = str(run_dir)
-        if config.get("logger") in (None, True):
-            config["logger"] = self._logger(run_dir, f"{run_dir.parent.name}/{run_dir.name}")
+        kwargs["default_root_dir"] = str(run_dir)
+        logger = trainer_config.get("logger")
+        if logger in (None, True):
+            logger = kwargs["logger"] = self._logger(run_dir, f"{run_dir.parent.name}/{run_dir.name}")
         if self._options().get("amp"):
-            config["precision"] = "16-mixed" if torch.cuda.is_available() and config.get("accelerator") != "cpu" else "bf16-mixed"
-        monitor = self._options().get("checkpoint_monitor") or "val/dice"
-        standard: list[Callback] = [
-            BestAndLastCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor=monitor, mode="max", save_last=True,
-                            filename="best-{epoch:03d}", auto_insert_metric_name=False),
-            RunFolderCallback(),
-            *self._feature_callbacks(),
-        ]
-        if config.get("logger"):
-            standard.append(LearningRateMonitor(logging_interval="epoch"))
-        if config.get("enable_progress_bar", True) is not False and not any(
-            isinstance(c, RichProgressBar) for c in (config.get("callbacks") or [])
-        ):
-            standard.append(RichProgressBar(leave=True))
-        return super()._instantiate_trainer(config, callbacks + standard)
-
-    @staticmethod
-    def _feature_callbacks() -> list[Callback]:
-        from lesion_lightning.callbacks import ComplexityCallback, PredictionGridCallback, TrainingCurvesCallback
-
-        return [ComplexityCallback(), PredictionGridCallback(), TrainingCurvesCallback()]
-
-
-def _rewrite_legacy_args(argv: list[str]) -> list[str]:
-    """Accept `--trainer.logger=csv|wandb|none` as a synonym of `--logger`."""
-    out = []
-    skip = False
-    for i in range(len(argv)):
-        if skip:
-            skip = False
-            continue
-        arg = argv[i]
-        if arg.startswith("--trainer.logger="):
-            value = arg.split("=", 1)[1]
-            if value.lower() in LOGGERS:
-                out.append(f"--logger={value.lower()}")
+            on_gpu = torch.cuda.is_available() and trainer_config.get("accelerator") != "cpu"
+            kwargs["precision"] = "16-mixed" if on_gpu else "bf16-mixed"
+        callbacks = []
+        for callback in trainer_config.get("callbacks") or []:
+            if isinstance(callback, LearningRateMonitor) and not logger:
                 continue
-        if arg == "--trainer.logger" and i + 1 < len(argv) and argv[i + 1].lower() in LOGGERS:
-            out.append(f"--logger={argv[i + 1].lower()}")
-            skip = True
-            continue
-        out.append(arg)
-    return out
+            if isinstance(callback, ProgressBar) and trainer_config.get("enable_progress_bar") is False:
+                continue
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = os.path.realpath(run_dir / "checkpoints")
+            callbacks.append(callback)
+        kwargs["callbacks"] = callbacks
+        return super().instantiate_trainer(**kwargs)
 
 
 def finish_wandb_runs(trainer: Trainer | None) -> None:
@@ -201,30 +150,20 @@ def finish_wandb_runs(trainer: Trainer | None) -> None:
 
 
 def build_cli(argv: list[str], run: bool = True) -> LesionCLI:
-    cli = _build_cli(argv, run)
-    if run:
-        finish_wandb_runs(getattr(cli, "trainer", None))
-    return cli
-
-
-def _build_cli(argv: list[str], run: bool) -> LesionCLI:
-    return LesionCLI(
-        SegmentationTask,
+    """Parse `argv` (subcommand first unless `run=False`), build model, data and trainer, and run the subcommand."""
+    defaults = {"default_config_files": [str(BASE_CONFIG)]}
+    cli = LesionCLI(
+        LesionSegmentationModule,
         LesionDataModule,
         subclass_mode_model=True,
         save_config_callback=RunConfigCallback,
         save_config_kwargs={"overwrite": True},
         seed_everything_default=42,
-        args=_rewrite_legacy_args(argv),
+        parser_kwargs={name: defaults for name in LesionCLI.subcommands()} if run else defaults,
+        args=argv,
         run=run,
         auto_configure_optimizers=False,
     )
-
-
-def run_lightning_cli(argv: list[str]) -> int:
-    build_cli(argv)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_lightning_cli(sys.argv[1:]))
+    if run:
+        finish_wandb_runs(getattr(cli, "trainer", None))
+    return cli

@@ -27,6 +27,7 @@ from pytorch_lightning.cli import SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
 from lesion_lightning.paths import REPO_ROOT
+from lesion_lightning.training.task import LesionSegmentationModule
 
 TRACKED_PACKAGES = (
     "lesion-lightning", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "timm",
@@ -104,15 +105,15 @@ class RunFolderCallback(pl.Callback):
     def _record(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        values = getattr(pl_module, "last_epoch_metrics", {}).get(stage)
-        if not values:
+        result = pl_module.epoch_results.get(stage) if isinstance(pl_module, LesionSegmentationModule) else None
+        if result is None:
             return
         path = self.run_dir(trainer) / "metrics.json"
         metrics = read_json(path)
-        metrics[stage] = {**values, "epoch": trainer.current_epoch, "global_step": trainer.global_step}
+        metrics[stage] = {**result.metrics, "epoch": trainer.current_epoch, "global_step": trainer.global_step}
         write_json(path, metrics)
         if stage == "test":
-            rows = getattr(pl_module, "last_per_image", None) or []
+            rows = result.per_image
             if rows:
                 with open(self.run_dir(trainer) / "per_image_test.csv", "w", newline="") as fh:
                     writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

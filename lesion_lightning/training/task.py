@@ -1,11 +1,14 @@
 """SegmentationTask: the LightningModule that trains any registered architecture with supervision.
 
-The architecture is a plain nn.Module from the model registry; this module adds the loss, the
-optimiser/scheduler recipe, the metrics (pooled and per-image) and test-time augmentation.
+The architecture is a plain nn.Module from the model registry. `LesionSegmentationModule` holds what
+every task shares (loss, metrics pooled and per image, test-time augmentation, the `EpochResult` of each
+stage that the run folder records); `SegmentationTask` adds the model and its optimiser/scheduler recipe.
+`EnsembleTask` (training/ensemble.py) evaluates trained runs through the same base.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,75 +18,41 @@ from torch import nn
 from lesion_lightning.losses import build_loss
 from lesion_lightning.metrics import SegmentationMetrics
 from lesion_lightning.models import create_model, get_model_spec
+from lesion_lightning.models.lesion_head import lesion_probabilities
 from lesion_lightning.training.optim import build_optimizer, build_scheduler
 
 STAGES = ("train", "val", "test")
 
 
-def lesion_probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """(B,1,H,W) lesion probabilities from a sigmoid head (1 channel) or a softmax head (2 channels)."""
-    if logits.shape[1] == 1:
-        return torch.sigmoid(logits)
-    if logits.shape[1] == 2:
-        return torch.softmax(logits, dim=1)[:, 1:2]
-    raise ValueError(f"expected a 1-channel (sigmoid) or 2-channel (softmax) head, got {logits.shape[1]} channels")
+@dataclass(frozen=True)
+class EpochResult:
+    """A stage's metrics at the end of an epoch (and, for test, one row per image): what the run folder records."""
+
+    stage: str
+    metrics: dict[str, float]
+    per_image: list[dict[str, Any]] = field(default_factory=list)
 
 
-class SegmentationTask(pl.LightningModule):
-    """Supervised binary lesion segmentation of any registered model.
+class LesionSegmentationModule(pl.LightningModule):
+    """Binary lesion segmentation by `self.model` (logits): loss, metrics, TTA and the evaluation steps.
 
-    Args:
-        model: registered architecture name (see `lesion-lightning models`).
-        model_kwargs: keyword arguments for the architecture's constructor.
-        loss: loss name (`bce`, `dice`, `bce_dice`, `jaccard`, `l1`, `ce`), a dict
-            `{"name": ..., <options>}` or a list of weighted terms `[{"name": ..., "weight": ...}]`.
-        optimizer: `sgd`, `adam` or `adamw`.
-        lr: learning rate.
-        weight_decay: weight decay (AdamW: decoupled).
-        momentum: SGD momentum.
-        betas: Adam/AdamW betas.
-        scheduler: `cosine`, `step`, `plateau` or `none`.
-        scheduler_kwargs: options of the scheduler (cosine: `t_max` epochs, default max_epochs, and
-            `eta_min`; step: `step_size`, `gamma`; plateau: `factor`, `patience`).
-        warmup_epochs: linear learning-rate warm-up epochs before the scheduler.
-        threshold: probability threshold for the binary mask in metrics and predictions.
-        tta: evaluate/predict with 6-fold test-time augmentation (flips and 90-degree rotations).
+    Subclasses set `self.model` and call `_init_evaluation`. After each epoch end, `epoch_results[stage]`
+    holds that stage's `EpochResult`.
     """
 
-    def __init__(
-        self,
-        model: str = "simple_unet",
-        model_kwargs: dict[str, Any] | None = None,
-        loss: str | dict[str, Any] | list[dict[str, Any]] = "bce_dice",
-        optimizer: str = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        scheduler: str = "none",
-        scheduler_kwargs: dict[str, Any] | None = None,
-        warmup_epochs: int = 0,
-        threshold: float = 0.5,
-        tta: bool = False,
-    ) -> None:
-        super().__init__()
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"model.threshold must be in (0, 1), got {threshold}")
-        if lr <= 0:
-            raise ValueError(f"model.lr must be positive, got {lr}")
-        self.save_hyperparameters()
-        self.model_name = model
-        self.model = create_model(model, **(model_kwargs or {}))
-        self.num_classes = get_model_spec(model).num_classes
-        self._init_evaluation(loss, threshold, tta)
+    model: nn.Module
+    epoch_results: dict[str, EpochResult]
 
     def _init_evaluation(self, loss: Any, threshold: float, tta: bool) -> None:
-        """Loss, threshold, TTA flag and the per-stage metrics (shared with EnsembleTask)."""
+        """Loss, threshold, TTA flag and the per-stage metrics."""
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"model.threshold must be in (0, 1), got {threshold}")
         self.criterion = build_loss(loss)
         self.threshold = threshold
         self.tta = bool(tta)
         # ModuleDict keys must not shadow nn.Module attributes (`train`), hence the suffix.
         self.metrics = nn.ModuleDict({f"{stage}_metrics": SegmentationMetrics(threshold=threshold) for stage in STAGES})
+        self.epoch_results = {}
 
     # -- forward / probabilities ---------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,10 +103,8 @@ class SegmentationTask(pl.LightningModule):
         # torchmetrics already synced the state across processes: no sync_dist averaging here.
         for key, value in values.items():
             self.log(f"{stage}/{key}", value, prog_bar=key in ("dice", "iou"), sync_dist=False)
-        self.last_epoch_metrics = getattr(self, "last_epoch_metrics", {})
-        self.last_epoch_metrics[stage] = {k: float(v) for k, v in values.items()}
-        if stage == "test":
-            self.last_per_image = metric.per_image()
+        per_image = metric.per_image() if stage == "test" else []
+        self.epoch_results[stage] = EpochResult(stage, {k: float(v) for k, v in values.items()}, per_image)
         metric.reset()
 
     def on_train_epoch_end(self) -> None:
@@ -148,6 +115,53 @@ class SegmentationTask(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
+
+
+class SegmentationTask(LesionSegmentationModule):
+    """Supervised binary lesion segmentation of any registered model.
+
+    Args:
+        model: registered architecture name (see `lesion-lightning models`).
+        model_kwargs: keyword arguments for the architecture's constructor.
+        loss: loss name (`bce`, `dice`, `bce_dice`, `jaccard`, `l1`, `ce`), a dict
+            `{"name": ..., <options>}` or a list of weighted terms `[{"name": ..., "weight": ...}]`.
+        optimizer: `sgd`, `adam` or `adamw`.
+        lr: learning rate.
+        weight_decay: weight decay (AdamW: decoupled).
+        momentum: SGD momentum.
+        betas: Adam/AdamW betas.
+        scheduler: `cosine`, `step`, `plateau` or `none`.
+        scheduler_kwargs: options of the scheduler (cosine: `t_max` epochs, default max_epochs, and
+            `eta_min`; step: `step_size`, `gamma`; plateau: `factor`, `patience`).
+        warmup_epochs: linear learning-rate warm-up epochs before the scheduler.
+        threshold: probability threshold for the binary mask in metrics and predictions.
+        tta: evaluate/predict with 6-fold test-time augmentation (flips and 90-degree rotations).
+    """
+
+    def __init__(
+        self,
+        model: str = "simple_unet",
+        model_kwargs: dict[str, Any] | None = None,
+        loss: str | dict[str, Any] | list[dict[str, Any]] = "bce_dice",
+        optimizer: str = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        betas: tuple[float, float] = (0.9, 0.999),
+        scheduler: str = "none",
+        scheduler_kwargs: dict[str, Any] | None = None,
+        warmup_epochs: int = 0,
+        threshold: float = 0.5,
+        tta: bool = False,
+    ) -> None:
+        super().__init__()
+        if lr <= 0:
+            raise ValueError(f"model.lr must be positive, got {lr}")
+        self.save_hyperparameters()
+        self.model_name = model
+        self.model = create_model(model, **(model_kwargs or {}))
+        self.num_classes = get_model_spec(model).num_classes
+        self._init_evaluation(loss, threshold, tta)
 
     # -- optimisation ----------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -167,190 +181,3 @@ class SegmentationTask(pl.LightningModule):
         if hp.scheduler == "plateau":
             config["monitor"] = "val/dice"
         return {"optimizer": optimizer, "lr_scheduler": config}
-
-
-class LesionLogit(nn.Module):
-    """A member network as a 1-channel lesion-logit model: a 2-channel softmax head [z0, z1] becomes
-    z1 - z0 (softmax(z)[1] == sigmoid(z1 - z0), exactly), a 1-channel head passes through."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.net(x)
-        if logits.shape[1] == 1:
-            return logits
-        if logits.shape[1] == 2:
-            return logits[:, 1:2] - logits[:, 0:1]
-        raise ValueError(f"ensemble member: expected a 1- or 2-channel head, got {logits.shape[1]} channels")
-
-
-ENSEMBLE_WEIGHTS = ("val_dice",)
-
-
-class EnsembleTask(SegmentationTask):
-    """Evaluate trained runs as one model: the performance-weighted ensemble (MedLiteNet Sec. I-C).
-
-    The members are trained separately (`fit` each preset); this task loads their checkpoints and
-    averages their lesion **probabilities** with weights that sum to 1 (`WeightedEnsemble`), so
-    `validate`, `test` and `predict` go through the same metrics, run folder and `--tta` as any model.
-    It cannot be trained (`fit` is refused).
-
-    Args:
-        members: run folders (their best checkpoint, else last.ckpt) or `.ckpt` files, one per member.
-        weights: `val_dice` (default): each member's pooled Dice on the DataModule's validation subset,
-            measured when evaluation starts (the paper's performance weighting), or a list of
-            non-negative scores, one per member (normalised to sum 1).
-        loss: loss reported as `<stage>/loss` (the ensemble's logits are logit(weighted mean probability)).
-        threshold: probability threshold of the masks.
-        tta: 6-fold test-time augmentation of the whole ensemble.
-        max_params: refuse an ensemble whose members hold more parameters in total (MedLiteNet: 10M).
-        trust_checkpoint: unpickle member checkpoints fully (only for files you trust).
-
-    After the weights are known, `member_scores`, `member_weights` and `ensemble.json` in the run folder
-    record members, checkpoints, scores, weights and parameter counts.
-    """
-
-    def __init__(
-        self,
-        members: list[str] | None = None,
-        weights: str | list[float] = "val_dice",
-        loss: str | dict[str, Any] | list[dict[str, Any]] = "bce_dice",
-        threshold: float = 0.5,
-        tta: bool = False,
-        max_params: int | None = None,
-        trust_checkpoint: bool = False,
-    ) -> None:
-        pl.LightningModule.__init__(self)
-        from lesion_lightning.inference import load_task
-        from lesion_lightning.models.ensemble import WeightedEnsemble, weights_from_scores
-
-        members = list(members or [])
-        if len(members) < 2:
-            raise ValueError(f"model.members: an ensemble needs at least 2 trained runs or checkpoints, got {members}")
-        if isinstance(weights, str):
-            if weights not in ENSEMBLE_WEIGHTS:
-                raise ValueError(f"model.weights: {weights!r}; give one of {', '.join(ENSEMBLE_WEIGHTS)} or a list "
-                                 "of scores, one per member")
-        else:
-            weights = [float(w) for w in weights]
-            if len(weights) != len(members):
-                raise ValueError(f"model.weights: {len(members)} members but {len(weights)} weights")
-            try:
-                weights_from_scores(weights)
-            except ValueError as exc:
-                raise ValueError(f"model.weights: {exc}") from None
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"model.threshold must be in (0, 1), got {threshold}")
-        self.save_hyperparameters()
-        self.model_name = "ensemble"
-        self.num_classes = 1
-        self.member_info: list[dict[str, Any]] = []
-        nets = []
-        for path in members:
-            try:
-                loaded = load_task(path, trust_checkpoint=trust_checkpoint)
-            except Exception as exc:  # CheckpointError and friends: name the option and the path
-                raise ValueError(f"model.members: cannot load {path!r}: {exc}") from exc
-            net = loaded.task.model
-            nets.append(LesionLogit(net))
-            self.member_info.append({
-                "member": str(path), "checkpoint": str(loaded.checkpoint_path), "model": loaded.model_name,
-                "model_kwargs": loaded.model_kwargs, "params": sum(p.numel() for p in net.parameters()),
-                "augment": loaded.preprocessing.preset, "epoch": loaded.epoch,
-            })
-        self.total_params = sum(m["params"] for m in self.member_info)
-        if max_params is not None and self.total_params >= max_params:
-            raise ValueError(f"model.max_params: the {len(members)} members hold {self.total_params:,} parameters, "
-                             f"not under {max_params:,}")
-        initial = weights if isinstance(weights, list) else [1.0] * len(nets)
-        self.model = WeightedEnsemble(nets, initial, activation="sigmoid")
-        self.weights_source = "given" if isinstance(weights, list) else str(weights)
-        self.member_scores: list[float] | None = list(weights) if isinstance(weights, list) else None
-        self._weights_ready = isinstance(weights, list)
-        self._init_evaluation(loss, threshold, tta)
-
-    @property
-    def member_weights(self) -> list[float]:
-        return [float(w) for w in self.model.weights]
-
-    # -- weights ---------------------------------------------------------------------------------
-    @torch.no_grad()
-    def measure_member_dice(self, loader: Any) -> list[float]:
-        """Each member's pooled Dice (the `val/dice` of training) over `loader` (no TTA)."""
-        metrics = [SegmentationMetrics(threshold=self.threshold, validate_args=False).to(self.device)
-                   for _ in self.model.members]
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for batch in loader:
-                x = batch["image"].to(self.device)
-                y = batch["mask"].to(self.device)
-                for member, metric in zip(self.model.members, metrics):
-                    metric.update(torch.sigmoid(member(x).float()), y)
-        finally:
-            self.model.train(was_training)
-        return [float(m.compute()["dice"]) for m in metrics]
-
-    def _ensure_weights(self) -> None:
-        if not self._weights_ready:
-            datamodule = getattr(self.trainer, "datamodule", None)
-            if datamodule is None or not callable(getattr(datamodule, "val_dataloader", None)):
-                raise ValueError("model.weights=val_dice needs a DataModule with a validation subset; "
-                                 "or give model.weights as a list of scores")
-            self._check_preprocessing(datamodule)
-            self.member_scores = self.measure_member_dice(datamodule.val_dataloader())
-            self.model.set_weights(self.member_scores)
-            self._weights_ready = True
-        self._write_report()
-
-    def _check_preprocessing(self, datamodule: Any) -> None:
-        from lesion_lightning.inference import normalisation_info
-
-        augment = getattr(datamodule, "augment", None)
-        if augment is None:
-            return
-        for info in self.member_info:
-            if normalisation_info(info["augment"]) != normalisation_info(augment):
-                raise ValueError(
-                    f"model.members: {info['member']} was trained with the {info['augment']!r} input normalisation, "
-                    f"but data.augment={augment!r} normalises differently; evaluate the ensemble with the members' "
-                    "preset")
-
-    def _write_report(self) -> None:
-        trainer = self.trainer
-        if trainer is None or not trainer.is_global_zero:
-            return
-        import json
-        from pathlib import Path
-
-        report = {
-            "weights_source": self.weights_source,
-            "total_params": self.total_params,
-            "tta": self.tta,
-            "members": [
-                {**info, "score": None if self.member_scores is None else self.member_scores[i],
-                 "weight": self.member_weights[i]}
-                for i, info in enumerate(self.member_info)
-            ],
-        }
-        run_dir = Path(trainer.default_root_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "ensemble.json").write_text(json.dumps(report, indent=2) + "\n")
-
-    def on_validation_start(self) -> None:
-        self._ensure_weights()
-
-    def on_test_start(self) -> None:
-        self._ensure_weights()
-
-    def on_predict_start(self) -> None:
-        self._ensure_weights()
-
-    def on_fit_start(self) -> None:
-        raise ValueError("EnsembleTask evaluates trained members (validate/test/predict); fit each member with its "
-                         "own preset instead")
-
-    def configure_optimizers(self) -> Any:
-        raise ValueError("EnsembleTask cannot be trained: fit each member with its own preset, then test the ensemble")
