@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import yaml
 
+from lesion_lightning.data.sizes import size_or_none
 from lesion_lightning.data.transforms import DEFAULT_SIZES, IMAGENET_MEAN, IMAGENET_STD, PRESETS, build_transforms
 from lesion_lightning.models.lesion_head import lesion_probabilities
 from lesion_lightning.training.task import SegmentationTask
@@ -158,26 +159,16 @@ class Preprocessing:
                 "normalisation": normalisation_info(self.preset)}
 
 
-def _as_hw(value: Any) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        return (int(value[0]), int(value[1]))
-    return None
-
-
 def resolve_preprocessing(ckpt: dict[str, Any], run_config: dict[str, Any], model_name: str) -> Preprocessing:
     from lesion_lightning.models import get_model_spec
 
     for source, data in (("checkpoint datamodule hyperparameters", ckpt.get("datamodule_hyper_parameters")),
                          ("run config.yaml", run_config.get("data"))):
-        if isinstance(data, dict) and _as_hw(data.get("image_size")) is not None:
+        if isinstance(data, dict) and size_or_none(data.get("image_size")) is not None:
             preset = data.get("augment") or "none"
             if preset not in PRESETS:
                 raise CheckpointError(f"{source}: unknown augment preset {preset!r}")
-            return Preprocessing(_as_hw(data["image_size"]), preset, source)
+            return Preprocessing(size_or_none(data["image_size"]), preset, source)
     try:
         _, h, w = get_model_spec(model_name).input_size
     except KeyError:

@@ -7,9 +7,6 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# dataset name -> folder under the shared sample-data root
-SAMPLE_FOLDERS = {"ham10000": "ham10000", "ph2": "ph2", "isic2017": "isic2017"}
-
 
 def shared_data_root() -> Path | None:
     """The real sample data: $LESION_LIGHTNING_SAMPLE_DATA, else ../shared/data beside the repository."""
@@ -23,8 +20,12 @@ def shared_data_root() -> Path | None:
 
 
 def sample_dataset_root(dataset: str) -> Path | None:
+    """The real sample of `dataset` (its spec's sample_folder under the shared data root), or None."""
+    from lesion_lightning.data.datasets import get_dataset_spec, list_datasets
+
     root = shared_data_root()
-    if root is None or dataset not in SAMPLE_FOLDERS:
+    folder = get_dataset_spec(dataset).sample_folder if dataset in list_datasets() else None
+    if root is None or folder is None:
         return None
-    path = root / SAMPLE_FOLDERS[dataset]
+    path = root / folder
     return path if path.is_dir() else None

@@ -11,6 +11,7 @@ from PIL import Image
 
 from lesion_lightning.data import datamodule as dm_module
 from lesion_lightning.data.dataset import LesionDataset
+from lesion_lightning.data.datasets import get_dataset_spec
 from lesion_lightning.data.datamodule import LesionDataModule
 from lesion_lightning.data.errors import DataError
 from lesion_lightning.data.readers import read_dataset
@@ -108,7 +109,7 @@ def test_default_data_real_sample_or_synthetic(tmp_path, monkeypatch, ph2_root):
     dm.setup("fit")
     root = dm.dataset_root
     assert root.parent == tmp_path / "cache" / "synthetic" and (root / ".complete").exists()
-    n = sum(dm_module.SYNTHETIC_IMAGES["isic2018"].values())
+    n = sum(get_dataset_spec("isic2018").synthetic_images.values())
     assert len(dm.manifest.ids) == n and all(dm.manifest.sizes().values())
     assert next(iter(dm.val_dataloader()))["image"].shape[-2:] == (32, 32)
     stamp = (root / ".complete").stat().st_mtime_ns

@@ -17,6 +17,9 @@ import pytest
 
 from lesion_lightning.commands import download as download_command
 from lesion_lightning.data import download as dl
+from lesion_lightning.data.datasets import get_dataset_spec
+from lesion_lightning.data.datasets import registry as dataset_registry
+from lesion_lightning.data.datasets._isic import isic_archive
 from lesion_lightning.data.errors import DataError
 from lesion_lightning.data.io import load_image, load_mask
 from lesion_lightning.data.synthetic import write_dataset
@@ -107,7 +110,7 @@ def test_isic2018_download_and_extract(tmp_path, isic_served):
         first = list(server.requests)
         dl.download("isic2018", root, base_url=server.url, progress=False, subsets=["train", "val"])
         assert server.requests == first  # extracted archives are skipped (markers)
-    assert {name for name, _ in first} == {f"{a.filename}" for a in dl.ARCHIVES["isic2018"] if a.subset != "test"}
+    assert {name for name, _ in first} == {f"{a.filename}" for a in dl.archives("isic2018") if a.subset != "test"}
     images = sorted((root / "ISIC2018_Task1-2_Training_Input").glob("ISIC_*.jpg"))
     assert len(images) == 3 and (root / "ISIC2018_Task1-2_Training_Input" / "LICENSE.txt").is_file()
     gt = root / "ISIC2018_Task1_Validation_GroundTruth"
@@ -146,8 +149,9 @@ def test_list_option(capsys):
 
 def _one_archive(monkeypatch, served: Path, **fields) -> dl.Archive:
     name = "ISIC2018_Task1_Validation_GroundTruth"
-    archive = replace(dl._isic("2018", name, "val"), **fields)
-    monkeypatch.setitem(dl.ARCHIVES, "isic2018", (archive,))
+    archive = replace(isic_archive("2018", name, "val"), **fields)
+    spec = get_dataset_spec("isic2018")
+    monkeypatch.setitem(dataset_registry._REGISTRY, "isic2018", replace(spec, archives=(archive,)))
     return archive
 
 

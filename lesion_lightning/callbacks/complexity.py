@@ -10,16 +10,10 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
+from lesion_lightning.data.sizes import parse_size
 from lesion_lightning.utils.complexity import measure_complexity
 
 DEFAULT_SIZE = 256
-
-
-def _hw(size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return (size, size)
-    h, w = size
-    return (int(h), int(w))
 
 
 class ComplexityCallback(pl.Callback):
@@ -45,9 +39,9 @@ class ComplexityCallback(pl.Callback):
 
     def _sizes(self, trainer: pl.Trainer) -> list[tuple[int, int]]:
         if self.input_sizes:
-            return [_hw(s) for s in self.input_sizes]
+            return [parse_size(s, "input_sizes") for s in self.input_sizes]
         size = getattr(getattr(trainer, "datamodule", None), "image_size", None)
-        return [_hw(size) if size is not None else (DEFAULT_SIZE, DEFAULT_SIZE)]
+        return [parse_size(size) if size is not None else (DEFAULT_SIZE, DEFAULT_SIZE)]
 
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         model = getattr(pl_module, "model", pl_module)

@@ -30,17 +30,7 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-
-def _size(value: Any, where: str) -> tuple[int, int]:
-    if isinstance(value, bool):
-        raise ValueError(f"{where}: expected a positive int or [height, width], got {value!r}")
-    if isinstance(value, int):
-        value = (value, value)
-    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(isinstance(v, int) for v in value):
-        raise ValueError(f"{where}: expected a positive int or [height, width], got {value!r}")
-    if min(value) <= 0:
-        raise ValueError(f"{where}: sizes must be positive, got {value!r}")
-    return (int(value[0]), int(value[1]))
+from lesion_lightning.data.sizes import parse_size
 
 
 class ProgressiveResizeCallback(pl.Callback):
@@ -66,7 +56,7 @@ class ProgressiveResizeCallback(pl.Callback):
                 raise ValueError(f"ProgressiveResizeCallback.schedule: epoch {epoch!r} is not an int") from None
             if e < 0:
                 raise ValueError(f"ProgressiveResizeCallback.schedule: epoch {epoch!r} is negative")
-            parsed[e] = _size(size, f"ProgressiveResizeCallback.schedule[{epoch!r}]")
+            parsed[e] = parse_size(size, f"ProgressiveResizeCallback.schedule[{epoch!r}]")
         self.schedule = dict(sorted(parsed.items()))
         self._base: tuple[int, int] | None = None
         self._applied: tuple[int, int] | None = None
@@ -130,7 +120,7 @@ class ProgressiveResizeCallback(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm = self._datamodule(trainer)
         base = dm.image_size
-        self._base = _size(base if isinstance(base, int) else tuple(base), "datamodule.image_size")
+        self._base = parse_size(base if isinstance(base, int) else tuple(base), "datamodule.image_size")
         self._applied = None
         epoch = self._resume_epoch if self._resume_epoch is not None else trainer.current_epoch
         self._apply(trainer, self._target(epoch))

@@ -41,11 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lesion_lightning.data.datasets import get_dataset_spec, list_datasets
 from lesion_lightning.data.errors import DataError
 
-TEST_DATASETS = ("isic2017", "isic2018", "ph2", "ham10000")
-DATASET_LABELS = {"isic2017": "ISIC 2017", "isic2018": "ISIC 2018", "ph2": "PH2", "ham10000": "HAM10000",
-                  "folder": "folder"}
+TEST_DATASETS = list_datasets(fixed_layout=True)  # addressable by name alone (not `folder`)
 # The five metrics of LANET Table 9, in its column order (pooled values, in %).
 TABLE_METRICS = ("accuracy", "dice", "iou", "sensitivity", "specificity")
 RESOLUTIONS = ("working", "original")
@@ -237,7 +236,7 @@ def test_records(dataset: str, root: Path, subsets: list[str] | None) -> tuple[l
     """Labelled records of a test dataset and how many unlabelled ones were left out."""
     from lesion_lightning.data.readers import scan_dataset
 
-    use_subsets = subsets if dataset in ("isic2017", "isic2018") else None
+    use_subsets = subsets if get_dataset_spec(dataset).has_official_subsets else None
     scan = scan_dataset(dataset, root, subsets=use_subsets)
     labelled = [r for r in scan.records if r.mask_path is not None]
     if not labelled:
@@ -358,7 +357,7 @@ def cross_evaluate(ckpt: str | Path, datasets: list[str], *, data_roots: dict[st
     headline = "unseen" if exclude_overlap else "all"
     results = []
     for dataset in datasets:
-        entry: dict[str, Any] = {"dataset": dataset, "label": DATASET_LABELS.get(dataset, dataset)}
+        entry: dict[str, Any] = {"dataset": dataset, "label": get_dataset_spec(dataset).label}
         try:
             if dataset in data_roots:
                 root, source = data_roots[dataset], "--data-roots"

@@ -14,12 +14,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from lesion_lightning.data.download import ARCHIVES, DOWNLOADABLE, download
+from lesion_lightning.data.download import archives, download, downloadable
 from lesion_lightning.data.errors import DataError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", choices=DOWNLOADABLE, help="dataset to download")
+    parser.add_argument("dataset", choices=downloadable(), help="dataset to download")
     parser.add_argument("--root", required=True, type=Path, help="folder to put the dataset in (created)")
     parser.add_argument("--subsets", nargs="+", choices=("train", "val", "test"), default=None,
                         help="ISIC only: official subsets to fetch (default: all)")
@@ -32,7 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.list:
-        for archive in ARCHIVES[args.dataset]:
+        for archive in archives(args.dataset):
             subset = f" [{archive.subset}]" if archive.subset else ""
             print(f"{archive.filename}{subset}\t{archive.url}")
         return 0

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from lesion_lightning.data.io import load_image, load_mask
+from lesion_lightning.data.sizes import parse_size
 
 __all__ = ["CACHE_FORMAT_VERSION", "DecodeCache", "decode_pair", "default_cache_dir", "load_pair", "resize_pair"]
 
@@ -45,12 +46,7 @@ def default_cache_dir() -> Path:
 
 
 def _check_size(image_size: tuple[int, int] | None) -> tuple[int, int] | None:
-    if image_size is None:
-        return None
-    h, w = (int(v) for v in image_size)
-    if h < 1 or w < 1:
-        raise ValueError(f"image_size: height and width must be positive, got {image_size}")
-    return h, w
+    return None if image_size is None else parse_size(tuple(image_size))
 
 
 def resize_pair(
@@ -69,14 +65,15 @@ def resize_pair(
 
 
 def decode_pair(
-    image_path: str | Path, mask_path: str | Path | None, image_size: tuple[int, int] | None = None
+    image_path: str | Path, mask_path: str | Path | None, image_size: tuple[int, int] | None = None,
+    mask_encoding: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Decode (and validate) an image and its mask, then resize; no cache involved.
 
     The mask size is checked against the image before any resizing (DataError naming the mask).
     """
     image = load_image(image_path)
-    mask = None if mask_path is None else load_mask(mask_path, expected_hw=image.shape[:2])
+    mask = None if mask_path is None else load_mask(mask_path, expected_hw=image.shape[:2], encoding=mask_encoding)
     return resize_pair(image, mask, image_size)
 
 
@@ -100,38 +97,41 @@ class DecodeCache:
     def __repr__(self) -> str:
         return f"DecodeCache({str(self.cache_dir)!r}, image_size={self.image_size})"
 
-    def key(self, image_path: str | Path, mask_path: str | Path | None) -> str:
-        """sha1 over the source files' identity (resolved path, size, mtime_ns) and the resize settings."""
+    def key(self, image_path: str | Path, mask_path: str | Path | None, mask_encoding: str = "auto") -> str:
+        """sha1 over the source files' identity (resolved path, size, mtime_ns), the mask encoding and the
+        resize settings."""
         image_path = Path(image_path)
-        parts = {
+        parts: dict = {
             "version": CACHE_FORMAT_VERSION,
             "image": _file_identity(image_path),
             "mask": None if mask_path is None else _file_identity(Path(mask_path)),
             "image_size": self.image_size,
             "resize": _RESIZE_SETTINGS,
         }
+        if mask_encoding != "auto":  # "auto" keys stay those of the entries written before encodings existed
+            parts["mask_encoding"] = mask_encoding
         return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
-    def entry_path(self, image_path: str | Path, mask_path: str | Path | None) -> Path:
-        return self.cache_dir / f"{Path(image_path).stem}-{self.key(image_path, mask_path)}.npy"
+    def entry_path(self, image_path: str | Path, mask_path: str | Path | None, mask_encoding: str = "auto") -> Path:
+        return self.cache_dir / f"{Path(image_path).stem}-{self.key(image_path, mask_path, mask_encoding)}.npy"
 
     def load_pair(
-        self, image_path: str | Path, mask_path: str | Path | None
+        self, image_path: str | Path, mask_path: str | Path | None, mask_encoding: str = "auto"
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """(image uint8 (h, w, 3), mask uint8 (h, w) in {0, 1} or None), from the cache when possible.
 
         A missing source file raises the same DataError as a direct decode.
         """
         try:
-            entry = self.entry_path(image_path, mask_path)
-        except FileNotFoundError:
-            return decode_pair(image_path, mask_path, self.image_size)  # raises the DataError naming the file
+            entry = self.entry_path(image_path, mask_path, mask_encoding)
+        except FileNotFoundError:  # decode_pair raises the DataError naming the file
+            return decode_pair(image_path, mask_path, self.image_size, mask_encoding)
         stored = self._read(entry, with_mask=mask_path is not None)
         if stored is not None:
             self.hits += 1
             return stored
         self.misses += 1
-        image, mask = decode_pair(image_path, mask_path, self.image_size)
+        image, mask = decode_pair(image_path, mask_path, self.image_size, mask_encoding)
         self._write(entry, image, mask)
         return image, mask
 
@@ -182,10 +182,11 @@ def load_pair(
     mask_path: str | Path | None,
     image_size: tuple[int, int] | None = None,
     cache: DecodeCache | None = None,
+    mask_encoding: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Decode + resize a pair, through `cache` when given (its image_size must agree)."""
     if cache is None:
-        return decode_pair(image_path, mask_path, image_size)
+        return decode_pair(image_path, mask_path, image_size, mask_encoding)
     if image_size is not None and _check_size(image_size) != cache.image_size:
         raise ValueError(f"image_size {tuple(image_size)} differs from the cache's image_size {cache.image_size}")
-    return cache.load_pair(image_path, mask_path)
+    return cache.load_pair(image_path, mask_path, mask_encoding)

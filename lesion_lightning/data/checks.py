@@ -16,9 +16,11 @@ every mask again when nothing changed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -163,7 +165,7 @@ def _check_mask(record: SampleRecord, out: RecordCheck) -> None:
     if record.mask_path is None or out.hw is None:
         return
     try:
-        mask = load_mask(record.mask_path, expected_hw=out.hw)
+        mask = load_mask(record.mask_path, expected_hw=out.hw, encoding=record.mask_encoding)
     except DataError as exc:
         out.problems.append(Problem(exc.file, exc.problem, record.id))
         return
@@ -198,6 +200,8 @@ def _stamp(path: Path | None) -> str:
 
 def _memo_key(record: SampleRecord, decode_images: bool) -> str:
     text = f"v{_MEMO_VERSION}|{int(decode_images)}|{_stamp(record.image_path)}|{_stamp(record.mask_path)}"
+    if record.mask_encoding != "auto":  # auto keys stay those written before encodings existed
+        text += f"|{record.mask_encoding}"
     return hashlib.sha1(text.encode()).hexdigest()
 
 
@@ -207,6 +211,19 @@ def _load_memo(path: Path) -> dict[str, Any]:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def _save_memo(path: Path, memo: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(memo))
+        tmp.replace(path)  # atomic: concurrent runs never read a half-written memo
+    except OSError as exc:  # a read-only or full cache folder only costs the memo, never the check
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        warnings.warn(f"{path}: check memo not written ({exc.strerror or exc}); files are checked again next time",
+                      UserWarning, stacklevel=3)
 
 
 def check_records(
@@ -247,11 +264,7 @@ def check_records(
             if res is not None and not res.problems and res.hw is not None and records[i].mask_path is not None:
                 memo[keys[i]] = {"hw": list(res.hw), "coverage": res.coverage,
                                  "warnings": [[w.file, w.problem] for w in res.warnings]}
-        path = Path(memo_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo))
-        tmp.replace(path)  # atomic: concurrent runs never read a half-written memo
+        _save_memo(Path(memo_path), memo)
     return [r for r in results if r is not None]
 
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import uuid
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,50 +18,31 @@ from lesion_lightning.data.cache import DecodeCache, default_cache_dir
 from lesion_lightning.data.checks import check_records
 from lesion_lightning.data.dataset import LesionDataset, seed_worker
 from lesion_lightning.data.errors import DataError
-from lesion_lightning.data.readers import DATASETS, scan_dataset
+from lesion_lightning.data.datasets import get_dataset_spec
+from lesion_lightning.data.readers import scan_dataset
+from lesion_lightning.data.sizes import parse_size
 from lesion_lightning.data.records import DatasetScan, Problem, SampleRecord
 from lesion_lightning.data.samplers import EpochSeededRandomSampler
 from lesion_lightning.data.splits import SCHEMES, SplitManifest, dataset_fingerprint, make_split
 from lesion_lightning.data.transforms import PRESETS, build_transforms
 from lesion_lightning.paths import sample_dataset_root
 
-__all__ = ["LesionDataModule", "SYNTHETIC_IMAGES"]
+__all__ = ["LesionDataModule"]
 
 log = logging.getLogger(__name__)
 
-# The synthetic stand-in written when no root is given and no real sample exists: (subsets or count, size).
-SYNTHETIC_IMAGES: dict[str, Any] = {
-    "isic2018": {"train": 40, "val": 5, "test": 11},
-    "isic2017": {"train": 40, "val": 5, "test": 11},
-    "ham10000": 56,
-    "ph2": 56,
-    "folder": 56,
-}
-SYNTHETIC_SIZE = (192, 256)
+SYNTHETIC_SIZE = (192, 256)  # the stand-in's size; its image count is each dataset spec's synthetic_images
 SYNTHETIC_VERSION = 1
 BAD_SAMPLE_POLICIES = ("error", "skip")
 MAX_LISTED_PROBLEMS = 20
-
-
-def _image_size(value: int | list[int] | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(value, bool):
-        raise ValueError(f"image_size: expected an int or [height, width], got {value!r}")
-    if isinstance(value, int):
-        size = (value, value)
-    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        size = (int(value[0]), int(value[1]))
-    else:
-        raise ValueError(f"image_size: expected an int or [height, width], got {value!r}")
-    if min(size) < 1:
-        raise ValueError(f"image_size: must be positive, got {value!r}")
-    return size
 
 
 class LesionDataModule(pl.LightningDataModule):
     """Train/val/test/predict loaders for one dataset and one split.
 
     Args:
-        dataset: dataset layout, one of isic2018, isic2017, ham10000, ph2, folder.
+        dataset: a registered dataset (lesion_lightning.data.datasets): isic2018, isic2017, ham10000, ph2,
+            folder, ...
         root: dataset root folder in its official layout. None: the embedded default data, i.e. the
             real sample of that dataset in ../shared/data when present, else a synthetic dataset in
             that layout generated once into the cache folder.
@@ -79,7 +61,8 @@ class LesionDataModule(pl.LightningDataModule):
         on_bad_sample: "error" stops in setup (before any training step) listing every problem of the
             records the split uses; "skip" drops those records and warns how many.
         pin_memory: DataLoader pin_memory (for GPU training).
-        reader_options: options of the `folder` reader (image_dir, mask_dir, mask_pattern).
+        reader_options: the dataset's reader options (`folder`: image_dir, mask_dir, mask_pattern,
+            subset_dirs, metadata, id_column, group_column, mask_encoding).
 
     After `setup()`: `manifest` (the SplitManifest used), `records` (id -> record), `skipped`
     (problems of dropped records), `dataset_root`.
@@ -101,11 +84,10 @@ class LesionDataModule(pl.LightningDataModule):
         cache: bool | str = True,
         on_bad_sample: str = "error",
         pin_memory: bool = False,
-        reader_options: dict[str, str] | None = None,
+        reader_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if dataset not in DATASETS:
-            raise ValueError(f"dataset: unknown {dataset!r}; choose one of {', '.join(DATASETS)}")
+        get_dataset_spec(dataset)  # unknown names fail here, naming the registered ones
         if split not in SCHEMES and not Path(split).expanduser().is_file():
             if split.lower().endswith(".json"):
                 raise ValueError(f"split: manifest file not found: {split}")
@@ -129,7 +111,7 @@ class LesionDataModule(pl.LightningDataModule):
         self.fold = fold
         self.folds = folds
         self.pool = list(pool) if pool is not None else None
-        self.image_size = _image_size(image_size)
+        self.image_size = parse_size(image_size)
         self.train_image_size = self.image_size
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -164,19 +146,19 @@ class LesionDataModule(pl.LightningDataModule):
     def _synthetic_root(self) -> Path:
         from lesion_lightning.data.synthetic import write_dataset
 
-        spec = SYNTHETIC_IMAGES[self.dataset]
+        stand_in = get_dataset_spec(self.dataset).synthetic_images
         h, w = SYNTHETIC_SIZE
-        count = sum(spec.values()) if isinstance(spec, dict) else spec
+        count = sum(stand_in.values()) if isinstance(stand_in, Mapping) else stand_in
         base = (self.cache_dir or default_cache_dir()) / "synthetic"
         target = base / f"{self.dataset}-n{count}-{h}x{w}-seed0-v{SYNTHETIC_VERSION}"
         if (target / ".complete").exists():
             return target
         log.info("generating the synthetic %s stand-in dataset in %s", self.dataset, target)
         tmp = base / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        if isinstance(spec, dict):
-            write_dataset(tmp, self.dataset, seed=0, image_size=SYNTHETIC_SIZE, subsets=dict(spec))
+        if isinstance(stand_in, Mapping):
+            write_dataset(tmp, self.dataset, seed=0, image_size=SYNTHETIC_SIZE, subsets=dict(stand_in))
         else:
-            write_dataset(tmp, self.dataset, num_images=spec, seed=0, image_size=SYNTHETIC_SIZE)
+            write_dataset(tmp, self.dataset, num_images=stand_in, seed=0, image_size=SYNTHETIC_SIZE)
         (tmp / ".complete").write_text("ok\n")
         try:
             tmp.rename(target)
@@ -284,7 +266,7 @@ class LesionDataModule(pl.LightningDataModule):
     def set_train_image_size(self, size: int | list[int] | tuple[int, int]) -> None:
         """Train at another size from now on (progressive resizing). Rebuilds the train transform in
         place, so the existing train DataLoader sees it at the next epoch (workers are not persistent)."""
-        self.train_image_size = _image_size(list(size) if isinstance(size, tuple) else size)
+        self.train_image_size = parse_size(size)
         train = self.datasets.get("train")
         if train is not None:
             train.transform = self._train_transform()

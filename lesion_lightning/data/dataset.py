@@ -57,8 +57,8 @@ class LesionDataset(Dataset):
         record = self.records[index]
         mask_path = record.mask_path if self.with_mask else None
         if self.cache is not None:
-            return self.cache.load_pair(record.image_path, mask_path)
-        return load_pair(record.image_path, mask_path, self.image_size)
+            return self.cache.load_pair(record.image_path, mask_path, record.mask_encoding)
+        return load_pair(record.image_path, mask_path, self.image_size, mask_encoding=record.mask_encoding)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]

@@ -1,15 +1,14 @@
-"""Download and extract the official dataset archives: resumable, verified, with an extraction guard.
+"""Download and extract a registered dataset's archives: resumable, verified, with an extraction guard.
 
-`download("isic2018", root)` fetches each archive of the dataset into `root/.downloads/` (resuming a
-partial `.part` file with an HTTP Range request), verifies its size and checksum where known, and
-extracts it into `root` so that the readers find the official layout there. Extraction refuses any
-archive member whose path would land outside its target folder (absolute paths, `..`, symbolic
-links) before writing anything, and an extracted archive is skipped on later runs (marker file).
-
-Sources: the ISIC challenge archive (S3 zips of ISIC 2018 Task 1 and ISIC 2017 Part 1), the HAM10000
-record on Harvard Dataverse (doi:10.7910/DVN/DBW86T; images parts 1/2, Tschandl's lesion masks and
-the metadata), and PH2 as distributed by its authors (a RAR archive linked from the ADDI project
-page). Sizes/checksums are filled in only where verified; None means "not checked".
+`download("isic2018", root)` fetches each archive of the dataset's spec (its module in
+`lesion_lightning.data.datasets`) into `root/.downloads/` (resuming a partial `.part` file with an HTTP
+Range request), verifies its size and checksum where known, and extracts it into `root` so that the
+readers find the official layout there. Extraction refuses any archive member whose path would land
+outside its target folder (absolute paths, `..`, symbolic links) before writing anything, never
+replaces or deletes a file or folder in `root` that an earlier extraction of the same archive did not
+create (a ledger `.downloads/<archive>.created` lists what it created), and an extracted archive is
+skipped on later runs (marker file). Sizes/checksums are filled in only where verified; None means
+"not checked".
 """
 
 from __future__ import annotations
@@ -24,65 +23,26 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from http.client import HTTPException
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from lesion_lightning.data.datasets import Archive, get_dataset_spec, list_datasets
 from lesion_lightning.data.errors import DataError
 
-__all__ = ["ARCHIVES", "Archive", "DOWNLOADABLE", "download", "download_file", "extract_archive", "safe_extract_zip"]
-
-ISIC_S3 = "https://isic-challenge-data.s3.amazonaws.com"
-DATAVERSE = "https://dataverse.harvard.edu/api/access/datafile"
-PH2_URL = "https://www.dropbox.com/s/k88qukc20ljnbuo/PH2Dataset.rar?dl=1"  # linked from fc.up.pt/addi
+__all__ = ["Archive", "archives", "downloadable", "download", "download_file", "extract_archive", "safe_extract_zip"]
 
 
-@dataclass(frozen=True)
-class Archive:
-    """One file of a dataset's distribution."""
-
-    filename: str  # name it is saved under (and its name under base_url)
-    url: str
-    into: str | None = None  # folder (under root) its contents belong in; None: root itself
-    subset: str | None = None  # official subset it holds (train/val/test), None: always needed
-    size: int | None = None  # bytes, when known for sure
-    sha256: str | None = None
-    md5: str | None = None
-    extract: bool = True  # False: a plain file saved as root/filename (e.g. metadata)
+def downloadable() -> tuple[str, ...]:
+    """Registered datasets with download archives."""
+    return tuple(n for n in list_datasets() if get_dataset_spec(n).archives)
 
 
-def _isic(year: str, name: str, subset: str) -> Archive:
-    return Archive(f"{name}.zip", f"{ISIC_S3}/{year}/{name}.zip", into=name, subset=subset)
+def archives(dataset: str) -> tuple[Archive, ...]:
+    spec = get_dataset_spec(dataset) if dataset in list_datasets() else None
+    if spec is None or not spec.archives:
+        raise ValueError(f"dataset {dataset!r} cannot be downloaded; choose one of: {', '.join(downloadable())}")
+    return spec.archives
 
-
-ARCHIVES: dict[str, tuple[Archive, ...]] = {
-    "isic2018": (
-        _isic("2018", "ISIC2018_Task1-2_Training_Input", "train"),
-        _isic("2018", "ISIC2018_Task1_Training_GroundTruth", "train"),
-        _isic("2018", "ISIC2018_Task1-2_Validation_Input", "val"),
-        _isic("2018", "ISIC2018_Task1_Validation_GroundTruth", "val"),
-        _isic("2018", "ISIC2018_Task1-2_Test_Input", "test"),
-        _isic("2018", "ISIC2018_Task1_Test_GroundTruth", "test"),
-    ),
-    "isic2017": (
-        _isic("2017", "ISIC-2017_Training_Data", "train"),
-        _isic("2017", "ISIC-2017_Training_Part1_GroundTruth", "train"),
-        _isic("2017", "ISIC-2017_Validation_Data", "val"),
-        _isic("2017", "ISIC-2017_Validation_Part1_GroundTruth", "val"),
-        _isic("2017", "ISIC-2017_Test_v2_Data", "test"),
-        _isic("2017", "ISIC-2017_Test_v2_Part1_GroundTruth", "test"),
-    ),
-    "ham10000": (
-        Archive("HAM10000_images_part_1.zip", f"{DATAVERSE}/3172585", into="HAM10000_images_part_1"),
-        Archive("HAM10000_images_part_2.zip", f"{DATAVERSE}/3172584", into="HAM10000_images_part_2"),
-        Archive("HAM10000_segmentations_lesion_tschandl.zip", f"{DATAVERSE}/3838943",
-                into="HAM10000_segmentations_lesion_tschandl"),
-        # Dataverse ingests the CSV as a .tab file; format=original returns the uploaded CSV.
-        Archive("HAM10000_metadata.csv", f"{DATAVERSE}/4338392?format=original", extract=False),
-    ),
-    "ph2": (Archive("PH2Dataset.rar", PH2_URL),),
-}
-DOWNLOADABLE = tuple(ARCHIVES)
 
 _CHUNK = 1 << 20
 
@@ -241,6 +201,8 @@ def safe_extract_zip(zip_path: Path, root: Path, into: str | None = None) -> Pat
         for info in infos:
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise DataError(zip_path, f"refusing to extract member {info.filename!r}: symbolic link")
+        tops = [into] if target != root else [n.split("/", 1)[0] for n in (i.filename for i in infos)]
+        _claim(root, tops, zip_path)
         target.mkdir(parents=True, exist_ok=True)
         for info in infos:
             try:
@@ -248,6 +210,19 @@ def safe_extract_zip(zip_path: Path, root: Path, into: str | None = None) -> Pat
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
                 raise DataError(zip_path, f"corrupt archive member {info.filename!r}: {exc}") from exc
     return target
+
+
+def _claim(root: Path, names: Iterable[str], archive: Path) -> None:
+    """Refuse (before writing) when a top-level entry the archive writes already exists in `root` and
+    was not created by an earlier extraction of this archive; then record the entries as ours."""
+    ledger = archive.with_name(archive.name + ".created")
+    ours = set(ledger.read_text().splitlines()) if ledger.is_file() else set()
+    names = sorted({n for n in names if n})
+    clash = [n for n in names if (root / n).exists() and n not in ours]
+    if clash:
+        raise DataError(root / clash[0], f"already exists and was not created by extracting {archive.name}; "
+                        "nothing was extracted: move it away, or extract the archive by hand")
+    ledger.write_text("".join(f"{n}\n" for n in sorted(ours | set(names))))
 
 
 def _rar_tool() -> list[str] | None:
@@ -284,7 +259,9 @@ def _extract_rar(rar_path: Path, root: Path) -> Path:
             if path.is_symlink():
                 raise DataError(rar_path, f"refusing to extract member {str(path.relative_to(staging))!r}: "
                                           "symbolic link")
-        for entry in staging.iterdir():
+        entries = sorted(staging.iterdir())
+        _claim(root, [e.name for e in entries], rar_path)
+        for entry in entries:  # only entries this archive created before (a rerun) are replaced
             dest = root / entry.name
             if dest.exists():
                 shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
@@ -322,14 +299,13 @@ def download(
     archives (train/val/test; archives without a subset are always fetched). Archives already
     extracted (marker in root/.downloads) are skipped.
     """
-    if dataset not in ARCHIVES:
-        raise ValueError(f"dataset {dataset!r} cannot be downloaded; choose one of: {', '.join(DOWNLOADABLE)}")
+    files = archives(dataset)
     root = Path(root)
     downloads = root / ".downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     urls = urls or {}
     wanted = set(subsets) if subsets is not None else None
-    for archive in ARCHIVES[dataset]:
+    for archive in files:
         if wanted is not None and archive.subset is not None and archive.subset not in wanted:
             continue
         url = urls.get(archive.filename) or (f"{base_url.rstrip('/')}/{archive.filename}" if base_url else archive.url)

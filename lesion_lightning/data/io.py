@@ -27,10 +27,13 @@ from PIL import Image, ImageFile
 
 from lesion_lightning.data.errors import DataError, ImageConversionWarning
 
-__all__ = ["load_image", "load_mask", "read_image_size", "IMAGE_EXTENSIONS"]
+__all__ = ["load_image", "load_mask", "read_image_size", "IMAGE_EXTENSIONS", "MASK_ENCODINGS"]
 
 # File name endings the readers treat as images (lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+# How a mask file stores the lesion: decided per dataset (its reader) or per file, never per image content.
+MASK_ENCODINGS = ("auto", "0/1", "0/255", "threshold")
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -147,14 +150,18 @@ def _mask_levels(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("L"))
 
 
-def load_mask(path: str | Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+def load_mask(path: str | Path, expected_hw: tuple[int, int] | None = None, encoding: str = "auto") -> np.ndarray:
     """Decode a binary lesion mask to (H, W) uint8 in {0, 1}.
 
-    Any two-valued encoding is accepted (0/1, 0/255, 1-bit BMP, palette). Foreground is
-    value > 127 on the 8-bit scale; a 0/1 mask (or any two values on the same side of 127)
-    takes the larger value as foreground. More than two distinct values, a size other than
-    `expected_hw` (H, W), or an unreadable file raise `DataError` naming the mask file.
+    `encoding` (see MASK_ENCODINGS): ``0/255`` - lesion is > 127 on the 8-bit scale; ``0/1`` - lesion
+    is 1; ``threshold`` - a lossy (JPEG) mask, any grey levels, lesion is > 127; ``auto`` - any
+    two-valued encoding (0/1, 0/255, 1-bit BMP, palette): a file whose values all lie in {0, 1} is a
+    0/1 file (so an all-lesion 0/1 mask reads as all lesion), otherwise lesion is > 127, or the larger
+    value when both lie on the same side of 127. Outside ``threshold``, more than two distinct values,
+    a size other than `expected_hw` (H, W), or an unreadable file raise `DataError` naming the mask file.
     """
+    if encoding not in MASK_ENCODINGS:
+        raise ValueError(f"mask encoding: {encoding!r}; choose one of {', '.join(MASK_ENCODINGS)}")
     path = Path(path)
     im = _open_loaded(path, "mask")
     if expected_hw is not None:
@@ -162,10 +169,16 @@ def load_mask(path: str | Path, expected_hw: tuple[int, int] | None = None) -> n
         if (im.height, im.width) != (h, w):
             raise DataError(path, f"mask size {im.width}x{im.height} != image size {w}x{h}")
     levels = _mask_levels(im)
+    if encoding == "threshold":
+        return np.ascontiguousarray(levels > 127, dtype=np.uint8)
     values = np.unique(levels)
     if values.size > 2:
         raise DataError(path, f"mask not binary: {values.size} distinct values")
-    if values.size == 2 and (values[1] <= 127 or values[0] > 127):
+    if encoding == "0/1" or (encoding == "auto" and values[-1] <= 1):
+        if values[-1] > 1:
+            raise DataError(path, f"mask values {values.tolist()} are not 0/1 (the dataset declares 0/1 masks)")
+        mask = levels == 1
+    elif encoding == "auto" and values.size == 2 and (values[1] <= 127 or values[0] > 127):
         mask = levels == values[1]
     else:
         mask = levels > 127

@@ -15,7 +15,8 @@ class SampleRecord:
 
     `subset` is the official subset ("train"/"val"/"test") or None when the dataset has none;
     `group` is the key splits keep together (HAM10000: lesion_id; otherwise the image id);
-    `mask_path` is None when no mask was found (usable for prediction only).
+    `mask_path` is None when no mask was found (usable for prediction only);
+    `mask_encoding` is how its mask file stores the lesion (see `lesion_lightning.data.io.load_mask`).
     """
 
     id: str
@@ -24,6 +25,7 @@ class SampleRecord:
     subset: str | None = None
     group: str = ""
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    mask_encoding: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_path", Path(self.image_path))

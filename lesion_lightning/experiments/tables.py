@@ -39,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from lesion_lightning.data.datasets import list_datasets
 from lesion_lightning.paths import REPO_ROOT
 
 TABLES_DIR = REPO_ROOT / "experiments" / "tables"
@@ -46,7 +47,7 @@ KINDS = ("train", "complexity", "efficiency", "cross-dataset")
 UNITS = ("percent", "fraction")
 PROFILES = ("paper", "smoke")
 SPLITS = ("80-10-10", "70-30", "80-20", "official", "kfold")
-DATASETS = ("ham10000", "isic2017", "isic2018", "ph2")
+DATASETS = list_datasets(fixed_layout=True)
 
 # metric name -> (key in metrics.json or the complexity record, ratio?)  Ratio metrics are stored as
 # fractions and printed in the table's units; the others are printed as they are.
