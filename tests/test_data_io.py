@@ -232,3 +232,25 @@ def test_mask_size_mismatch_names_both_sizes(tmp_path):
 def test_read_image_size_from_header(tmp_path):
     path = _save(Image.fromarray(_rgb(7, 9)), tmp_path / "x.jpg")
     assert read_image_size(path) == (7, 9)
+
+
+def test_zero_one_mask_that_is_lesion_everywhere_reads_as_all_lesion(tmp_path):
+    full01 = _save(Image.fromarray(np.ones((4, 5), np.uint8)), tmp_path / "full01.png")
+    assert load_mask(full01).sum() == 20  # auto: a file holding only 0/1 values is a 0/1 file
+    assert load_mask(full01, encoding="0/1").sum() == 20
+    assert load_mask(full01, encoding="0/255").sum() == 0  # declared 0/255: 1 is background
+    full255 = _save(Image.fromarray(np.full((4, 5), 255, np.uint8)), tmp_path / "full255.png")
+    with pytest.raises(DataError, match="not 0/1"):
+        load_mask(full255, encoding="0/1")
+    with pytest.raises(ValueError, match="mask encoding"):
+        load_mask(full01, encoding="0-1")
+
+
+def test_jpeg_mask_with_threshold_encoding(tmp_path):
+    m = np.zeros((40, 48), np.uint8)
+    m[8:30, 10:40] = 255
+    jpeg = _save(Image.fromarray(m), tmp_path / "mask.jpg", quality=60)
+    assert len(np.unique(np.asarray(Image.open(jpeg)))) > 2  # compression noise around both levels
+    with pytest.raises(DataError, match="mask not binary"):
+        load_mask(jpeg)
+    np.testing.assert_array_equal(load_mask(jpeg, encoding="threshold"), (m > 127).astype(np.uint8))

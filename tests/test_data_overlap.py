@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from lesion_lightning.data.checks import check_dataset
-from lesion_lightning.data.overlap import find_overlap
+from lesion_lightning.data.overlap import NEAR_DUPLICATE_BITS, find_overlap
 from lesion_lightning.data.readers import read_dataset
 from lesion_lightning.data.synthetic import write_dataset
 
@@ -56,3 +56,26 @@ def test_check_data_against_detects_layout(tmp_path):
 def test_real_samples_do_not_overlap(ham10000_root, isic2017_root):
     report = find_overlap(read_dataset("ham10000", ham10000_root), read_dataset("isic2017", isic2017_root))
     assert report.num_shared == 0
+
+
+def test_resized_and_reencoded_copies_are_near_duplicates(tmp_path):
+    a = write_dataset(tmp_path / "a", "isic2018", num_images=12, image_size=(96, 128))
+    b = tmp_path / "b"
+    (b / "images").mkdir(parents=True)
+    (b / "masks").mkdir()
+    train = a / "ISIC2018_Task1-2_Training_Input"
+    # a resized, re-encoded copy and a squashed, PNG-encoded copy, both under new ids
+    Image.open(train / "ISIC_0000003.jpg").resize((200, 150)).save(b / "images" / "copy_a.jpg", quality=70)
+    Image.open(train / "ISIC_0000007.jpg").resize((64, 64)).save(b / "images" / "copy_b.png")
+    shutil.copy(a / "ISIC2018_Task1_Training_GroundTruth" / "ISIC_0000005_segmentation.png", b / "masks")
+    write_dataset(tmp_path / "other", "isic2018", num_images=4, seed=9, image_size=(96, 128))
+    for i, path in enumerate(sorted((tmp_path / "other" / "ISIC2018_Task1-2_Training_Input").glob("*.jpg"))):
+        shutil.copy(path, b / "images" / f"fresh_{i}.jpg")  # other images: not duplicates
+    ra, rb = read_dataset("isic2018", a), read_dataset("folder", b)
+    report = find_overlap(ra, rb)
+    assert report.shared_ids == [] and report.same_content == []
+    assert [(x, y) for x, y, _ in report.near_duplicates] == [("ISIC_0000003", "copy_a"), ("ISIC_0000007", "copy_b")]
+    assert all(d <= NEAR_DUPLICATE_BITS for _, _, d in report.near_duplicates)
+    assert report.ids_b == {"copy_a", "copy_b"} and report.num_shared == 2
+    assert report.to_dict()["near_duplicates"][0][:2] == ["ISIC_0000003", "copy_a"]
+    assert find_overlap(ra, rb, tolerance=-1).num_shared == 0

@@ -196,3 +196,27 @@ def test_changed_file_sizes_warn_but_reuse(tmp_path):
     img.write_bytes(b"x" * 11)
     with pytest.warns(UserWarning, match="fingerprint"):
         manifest.check_against(records)
+
+
+def test_reused_manifest_leaking_a_lesion_is_refused(tmp_path):
+    from lesion_lightning.data.datamodule import LesionDataModule
+    from lesion_lightning.data.synthetic import write_dataset
+
+    root = write_dataset(tmp_path / "ham", "ham10000", num_images=30, image_size=(32, 40))
+    records = read_dataset("ham10000", root)
+    lesion, ids = next((g, sorted(r.id for r in records if r.group == g)) for g in sorted({r.group for r in records})
+                       if sum(r.group == g for r in records) >= 2)
+    manifest = make_split(records, "80-10-10", dataset="ham10000")
+    # A manifest made without the metadata (or edited by hand) that separates the lesion's images.
+    subsets = {k: [i for i in v if i not in ids] for k, v in manifest.subsets.items()}
+    subsets["train"].append(ids[0])
+    subsets["test"].extend(ids[1:])
+    path = SplitManifest("ham10000", "80-10-10", 42, {k: sorted(v) for k, v in subsets.items()},
+                         manifest.fingerprint).save(tmp_path / "leaky.json")
+    with pytest.raises(DataError, match=f"lesion {lesion} in several subsets") as exc:
+        SplitManifest.load(path).check_against(records, dataset="ham10000")
+    assert str(path) in str(exc.value) and all(i in str(exc.value) for i in ids)
+    dm = LesionDataModule(dataset="ham10000", root=str(root), split=str(path), image_size=16, cache=False)
+    with pytest.raises(DataError, match=f"lesion {lesion}"):
+        dm.setup("fit")
+    SplitManifest.load(manifest.save(tmp_path / "fine.json")).check_against(records, dataset="ham10000")

@@ -191,3 +191,16 @@ def test_dataset_without_transform_gives_raw_arrays(ham10000_root):
     assert item["mask"].shape == (30, 40) and set(np.unique(item["mask"])) <= {0, 1}
     raw = LesionDataset(records)[1]
     assert raw["image"].shape == (450, 600, 3)
+
+
+def test_unwritable_cache_folder_falls_back_to_no_cache(tmp_path):
+    root = write_dataset(tmp_path / "d", "isic2018", subsets={"train": 6, "val": 2, "test": 2}, image_size=(24, 32))
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder's parent should be\n")
+    dm = LesionDataModule(dataset="isic2018", root=str(root), split="official", image_size=16, batch_size=2,
+                          cache=str(blocker / "cache"))
+    with pytest.warns(UserWarning, match="cache folder not writable"):
+        dm.setup("fit")
+    assert dm.cache_dir is None and dm.datasets["train"].cache is None
+    assert tuple(next(iter(dm.train_dataloader()))["image"].shape) == (2, 3, 16, 16)
+    assert blocker.read_text().startswith("a file")

@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import re
 import stat
+import subprocess
 import threading
 import zipfile
 from dataclasses import replace
@@ -22,6 +23,7 @@ from lesion_lightning.data.datasets import registry as dataset_registry
 from lesion_lightning.data.datasets._isic import isic_archive
 from lesion_lightning.data.errors import DataError
 from lesion_lightning.data.io import load_image, load_mask
+from lesion_lightning.data.readers import read_dataset
 from lesion_lightning.data.synthetic import write_dataset
 
 
@@ -251,3 +253,50 @@ def test_rar_without_extractor_explains(tmp_path, monkeypatch):
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="isic2018"):
         dl.download("isic2016", "unused")
+
+
+def test_zip_extraction_never_replaces_a_folder_it_did_not_create(tmp_path, isic_served):
+    root = tmp_path / "r"
+    mine = root / "ISIC2018_Task1-2_Validation_Input"
+    mine.mkdir(parents=True)
+    (mine / "ISIC_0000003.jpg").write_bytes(b"the user's own file")
+    with _Server(isic_served) as server, pytest.raises(DataError, match="not created by extracting") as exc:
+        dl.download("isic2018", root, base_url=server.url, progress=False, subsets=["val"])
+    assert exc.value.file == str(mine)
+    assert (mine / "ISIC_0000003.jpg").read_bytes() == b"the user's own file"
+    assert sorted(p.name for p in mine.iterdir()) == ["ISIC_0000003.jpg"]
+    # Extracting again what this download created (marker lost) is allowed.
+    other = tmp_path / "s"
+    with _Server(isic_served) as server:
+        dl.download("isic2018", other, base_url=server.url, progress=False, subsets=["val"])
+        for marker in (other / ".downloads").glob("*.extracted"):
+            marker.unlink()
+        dl.download("isic2018", other, base_url=server.url, progress=False, subsets=["val"])
+    assert len(read_dataset("isic2018", other)) == 2
+
+
+def test_rar_extraction_never_replaces_a_folder_it_did_not_create(tmp_path, monkeypatch):
+    root = tmp_path / "ph2"
+    (root / "PH2Dataset").mkdir(parents=True)
+    (root / "PH2Dataset" / "notes.txt").write_text("keep me")
+    rar = tmp_path / "PH2Dataset.rar"
+    rar.write_bytes(b"Rar!\x1a\x07\x00")
+
+    def fake_run(cmd, **kwargs):  # an extractor that lists one member and writes it into the staging folder
+        if cmd[1] == "x":
+            staging = Path(cmd[-1])
+            (staging / "PH2Dataset").mkdir(parents=True)
+            (staging / "PH2Dataset" / "PH2_dataset.txt").write_text("Name\tClinical Diagnosis\n")
+        return subprocess.CompletedProcess(cmd, 0, stdout="PH2Dataset/PH2_dataset.txt\n", stderr="")
+
+    monkeypatch.setattr(dl, "_rar_tool", lambda: ["unrar", "lb"])
+    monkeypatch.setattr(dl.subprocess, "run", fake_run)
+    with pytest.raises(DataError, match="not created by extracting PH2Dataset.rar"):
+        dl.extract_archive(rar, root)
+    assert (root / "PH2Dataset" / "notes.txt").read_text() == "keep me"
+    assert not (root / "PH2Dataset" / "PH2_dataset.txt").exists()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    dl.extract_archive(rar, fresh)
+    dl.extract_archive(rar, fresh)  # a rerun replaces only what the first run created
+    assert (fresh / "PH2Dataset" / "PH2_dataset.txt").is_file()

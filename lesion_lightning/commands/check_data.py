@@ -73,7 +73,7 @@ def _print_table(report) -> None:
     if report.overlap is not None:
         o = report.overlap
         table.add_row(f"shared with {o['dataset']}", f"{o['num_shared']} ({len(o['shared_ids'])} by id, "
-                      f"{len(o['same_content'])} identical files)")
+                      f"{len(o['same_content'])} identical files, {len(o['near_duplicates'])} near-duplicates)")
     console.print(table)
 
 

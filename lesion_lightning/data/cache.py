@@ -15,6 +15,7 @@ identical bytes, and the last rename wins.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -155,15 +156,16 @@ class DecodeCache:
         blocks = [np.ascontiguousarray(image).reshape(3 * h, w)]
         if mask is not None:
             blocks.append(mask)
-        entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = entry.with_name(f".{entry.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 np.save(f, np.concatenate(blocks, axis=0), allow_pickle=False)
             os.replace(tmp, entry)
         except OSError:
             # A read-only or full cache folder must not stop training: the decoded pair is still returned.
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
     def clear(self) -> int:
         """Delete this cache folder's entries (all image sizes); returns how many files were removed."""

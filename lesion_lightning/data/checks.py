@@ -331,6 +331,7 @@ def check_dataset(
             report.warnings.append(Problem(
                 str(against),
                 f"{overlap.num_shared} image(s) shared with {other_name} ({len(overlap.shared_ids)} by id, "
-                f"{len(overlap.same_content)} byte-identical): exclude them from cross-dataset evaluation",
+                f"{len(overlap.same_content)} byte-identical, {len(overlap.near_duplicates)} resized or re-encoded "
+                "copies): exclude them from cross-dataset evaluation",
             ))
     return report

@@ -37,6 +37,24 @@ BAD_SAMPLE_POLICIES = ("error", "skip")
 MAX_LISTED_PROBLEMS = 20
 
 
+def _writable_or_none(folder: Path | None) -> Path | None:
+    """`folder` when a file can be written in it; else None with a warning: a read-only or unusable cache
+    folder costs speed, never the run."""
+    if folder is None:
+        return None
+    probe = folder / f".write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+        return folder
+    except OSError as exc:
+        message = f"{folder}: cache folder not writable ({exc.strerror or exc}); running without a cache"
+        log.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+        return None
+
+
 class LesionDataModule(pl.LightningDataModule):
     """Train/val/test/predict loaders for one dataset and one split.
 
@@ -174,6 +192,7 @@ class LesionDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.manifest is not None:
             return  # fit then test on the same module: the split and checks are done
+        self.cache_dir = _writable_or_none(self.cache_dir)
         root = self.resolve_root()
         scan = scan_dataset(self.dataset, root, **self.reader_options)
         if isinstance(self.split, str) and self.split in SCHEMES:

@@ -215,13 +215,14 @@ def safe_extract_zip(zip_path: Path, root: Path, into: str | None = None) -> Pat
 def _claim(root: Path, names: Iterable[str], archive: Path) -> None:
     """Refuse (before writing) when a top-level entry the archive writes already exists in `root` and
     was not created by an earlier extraction of this archive; then record the entries as ours."""
-    ledger = archive.with_name(archive.name + ".created")
+    ledger = root / ".downloads" / f"{archive.name}.created"
     ours = set(ledger.read_text().splitlines()) if ledger.is_file() else set()
     names = sorted({n for n in names if n})
     clash = [n for n in names if (root / n).exists() and n not in ours]
     if clash:
         raise DataError(root / clash[0], f"already exists and was not created by extracting {archive.name}; "
                         "nothing was extracted: move it away, or extract the archive by hand")
+    ledger.parent.mkdir(parents=True, exist_ok=True)
     ledger.write_text("".join(f"{n}\n" for n in sorted(ours | set(names))))
 
 

@@ -136,7 +136,8 @@ class SplitManifest:
         return {k: len(v) for k, v in self.subsets.items()}
 
     def check_against(self, records: Sequence[SampleRecord], dataset: str | None = None) -> None:
-        """Refuse (DataError naming the manifest) a manifest whose ids are not all in `records`.
+        """Refuse (DataError naming the manifest) a manifest whose ids are not all in `records`, or that
+        puts images of one group (HAM10000's lesion_id, from the current metadata) in two subsets.
 
         A changed fingerprint with every id present (files re-encoded, say) only warns.
         """
@@ -148,12 +149,29 @@ class SplitManifest:
         if missing:
             shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
             raise DataError(where, f"{len(missing)} id(s) of the split manifest are not in the dataset: {shown}")
+        self._check_groups(records, where)
         if self.fingerprint:
             by_id = {r.id: r for r in records}
             now = dataset_fingerprint(by_id[i] for i in self.ids)
             if now != self.fingerprint:
                 warnings.warn(f"{where}: dataset fingerprint changed since the split was made (files differ in size); "
                               "the split's ids are all present, so it is reused", UserWarning, stacklevel=2)
+
+
+    def _check_groups(self, records: Sequence[SampleRecord], where: Path) -> None:
+        subset_of = {i: name for name, ids in self.subsets.items() for i in ids}
+        members: dict[str, list[SampleRecord]] = {}
+        for r in records:
+            if r.id in subset_of:
+                members.setdefault(r.group, []).append(r)
+        leaks = {g: rs for g, rs in sorted(members.items()) if len({subset_of[r.id] for r in rs}) > 1}
+        if not leaks:
+            return
+        group, leaked = next(iter(leaks.items()))
+        files = ", ".join(f"{r.image_path} ({subset_of[r.id]})" for r in sorted(leaked, key=lambda r: r.id))
+        more = f"; {len(leaks) - 1} more group(s) leak likewise" if len(leaks) > 1 else ""
+        raise DataError(where, f"split manifest puts images of lesion {group} in several subsets: {files}{more}. "
+                               "The dataset's metadata groups them; make a new split (lesion-lightning split)")
 
 
 def _file_size(path: Path | None) -> int:
