@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lesion-lightning",
         description="Train, evaluate, compare and reproduce lightweight skin-lesion segmentation models.",
         epilog="Training: lesion-lightning {fit,validate,test,predict} --config experiments/<...>.yaml "
-        "(run `lesion-lightning fit --help` for every option).",
+        "(run `lesion-lightning fit --help` for every option; --debug shows a failure's traceback).",
     )
     parser.add_argument("--version", action="version", version=f"lesion-lightning {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -63,6 +63,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _finish_failed_wandb_run() -> None:
+    """Close a W&B run the failed stage left open (marked failed), so its file is complete and a later
+    run in the same process starts a new one."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.run.finish(exit_code=1)
+
+
+def run_training(argv: list[str]) -> int:
+    """A LightningCLI subcommand. A failure (bad data, split, checkpoint or config) prints its message in one
+    line and returns 1; `--debug` shows the traceback instead."""
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    from lesion_lightning.training.cli import build_cli
+
+    try:
+        build_cli(argv)
+    except Exception as exc:  # noqa: BLE001 - every failure of a run gets the short form unless --debug
+        _finish_failed_wandb_run()
+        if debug:
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: {message} (--debug shows the traceback)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `predict --ckpt RUN_OR_CKPT --input ...` (no --config) predicts image files; `predict --config` is LightningCLI's.
@@ -70,10 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             and not any(a == "--config" or a.startswith("--config=") for a in argv):
         argv[0] = "predict-images"
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
-        from lesion_lightning.training.cli import build_cli
-
-        build_cli(argv)
-        return 0
+        return run_training(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

@@ -316,7 +316,7 @@ def test_cross_dataset_table_tests_the_trained_checkpoint_elsewhere(tmp_path):
     assert not list((train_dir / "checkpoints").glob("*.ckpt"))  # released after both test jobs
     res = aggregate(spec, jobs, "smoke")
     for job in jobs[1:]:
-        cfg = (Path(job.run_dir) / "config.yaml").read_text()
+        cfg = (Path(job.run_dir) / "config_test.yaml").read_text()  # the test stage's resolved config
         assert f"dataset: {job.dataset}" in cfg and str(train_dir) in cfg  # scored with the trained checkpoint
         stored = json.loads((Path(job.run_dir) / "metrics.json").read_text())["test"]
         cell = res.cells[(job.dataset, job.row)]["dice"]

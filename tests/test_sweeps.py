@@ -108,24 +108,27 @@ def test_local_random_sweep_three_trials_of_the_tiny_model(tmp_path, ham10000_ro
     assert [r["rank"] for r in rows] == ["1", "2", "3"]
     dice = [float(r["val/dice"]) for r in rows]
     assert dice == sorted(dice, reverse=True)
+    assert len(set(dice)) > 1, "the demo sweep's trials should not tie"
     state = _sweep_json(out)
     assert state["stopped"] == "count" and len(state["trials"]) == 3
     for row in rows:
         trial = next(t for t in state["trials"] if t["run_id"] == row["run_id"])
         run_dir = Path(trial["run_dir"])
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        assert float(row["val/dice"]) == pytest.approx(metrics["val"]["dice"], abs=1e-9)
+        last_epoch = metrics.get("val_last_epoch", metrics["val"])  # W&B's summary: the last logged value
+        assert float(row["val/dice"]) == pytest.approx(last_epoch["dice"], abs=1e-9)
         # one offline W&B run per trial, its id set by the loop, the sweep values in its config
         (run_file,) = find_offline_runs(run_dir)
         run = read_run(run_file)
         assert run.run_id == row["run_id"] and run.finished
-        assert run.summary["val/dice"] == pytest.approx(metrics["val"]["dice"])
+        assert run.project == "lesion-lightning"  # not the checkout folder's name
+        assert run.summary["val/dice"] == pytest.approx(last_epoch["dice"])
         for name, value in trial["params"].items():
             assert run.config[name] == value  # WANDB_SWEEP_PARAM_PATH landed in the run config
         # ...and the training CLI got them from the command line (its resolved config)
         assert run.config["cli"]["model"]["init_args"]["lr"] == pytest.approx(trial["params"]["model.init_args.lr"])
         assert run.config["cli"]["data"]["batch_size"] == trial["params"]["data.batch_size"]
-        assert run.config["cli"]["data"]["image_size"] == 32
+        assert run.config["cli"]["data"]["image_size"] == 64
         assert float(row["model.init_args.lr"]) == pytest.approx(trial["params"]["model.init_args.lr"])
     assert "| rank | trial |" in (out / "leaderboard.md").read_text()
     assert (out / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -145,7 +145,7 @@ class ProgressiveResizeCallback(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         size = self._target(trainer.current_epoch)
         self._apply(trainer, size)
-        pl_module.log("train/image_size", float(size[0]), on_step=False, on_epoch=True, sync_dist=False)
+        pl_module.log("train/image_size", float(size[0]), on_step=False, on_epoch=True, sync_dist=True)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Before the next epoch's DataLoader iterator (and its workers) is created.

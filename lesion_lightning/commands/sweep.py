@@ -103,9 +103,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _create(args: argparse.Namespace) -> int:
     from lesion_lightning.sweeps.remote import WandbUnavailable, create_sweep
+    from lesion_lightning.sweeps.spec import DEFAULT_PROJECT
 
     config = _load(args.config)
-    project = args.project or config.get("project") or "lesion-lightning"
+    project = args.project or config.get("project") or DEFAULT_PROJECT
     try:
         sweep_id = create_sweep(config, project=project, entity=args.entity, timeout=args.timeout)
     except WandbUnavailable as err:

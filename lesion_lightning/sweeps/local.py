@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lesion_lightning.sweeps.spec import (
+    DEFAULT_PROJECT,
     SweepConfigError,
     expand_command,
     import_sweeps,
@@ -207,7 +208,7 @@ class LocalSweep:
         argv += self.extra_args
         trial.command = argv
         env = trial_environment(self.env, wandb_dir=trial_dir.resolve(), run_id=run_id, sweep_id=self.sweep_id,
-                                param_path=param_path.resolve())
+                                param_path=param_path.resolve(), project=self.config.get("project") or DEFAULT_PROJECT)
 
         self.trials.append(trial)
         self.on_trial("start", trial)

@@ -26,6 +26,7 @@ import yaml
 
 # The agent's own default when a sweep has no `command`.
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
+DEFAULT_PROJECT = "lesion-lightning"  # a sweep YAML without `project:` logs here (as training's --wandb_project)
 
 
 class SweepConfigError(ValueError):
@@ -127,11 +128,14 @@ def write_agent_files(base_dir: str | Path, sweep_id: str, run_id: str, params: 
 
 
 def trial_environment(base: dict[str, str] | None, *, wandb_dir: Path, run_id: str, sweep_id: str,
-                      param_path: Path) -> dict[str, str]:
-    """The environment of one offline trial: what the agent sets (run id, sweep id, param path), offline."""
+                      param_path: Path, project: str = DEFAULT_PROJECT) -> dict[str, str]:
+    """The environment of one offline trial: what the agent sets (run id, sweep id, param path, project),
+    offline. In a sweep run W&B takes the project from WANDB_PROJECT, not from the trial's own logger;
+    without it the runs land in a project named after the working folder."""
     env = dict(os.environ if base is None else base)
     env.update({
         "WANDB_MODE": "offline",
+        "WANDB_PROJECT": project,
         "WANDB_DIR": str(wandb_dir),
         "WANDB_RUN_ID": run_id,
         "WANDB_SWEEP_ID": sweep_id,

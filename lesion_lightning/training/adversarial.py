@@ -211,7 +211,7 @@ class AdversarialSegmentationTask(SegmentationTask):
         }
         for key, value in values.items():
             self.log(key, value.detach(), on_step=key in ("train/loss", "train/loss_d"), on_epoch=True,
-                     prog_bar=key in ("train/loss_g", "train/loss_d"), batch_size=n)
+                     prog_bar=key in ("train/loss_g", "train/loss_d"), batch_size=n, sync_dist=True)
         return loss_g.detach()
 
     # -- optimisation ----------------------------------------------------------------------------

@@ -20,17 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
-from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from lesion_lightning.data.datamodule import LesionDataModule
 from lesion_lightning.paths import REPO_ROOT
+from lesion_lightning.training import run_folder
+from lesion_lightning.training.loggers import DEFAULT_PROJECT, LOGGERS, finish_wandb_runs, make_logger
+from lesion_lightning.training.quiet import silence_irrelevant_messages
 from lesion_lightning.training.run_folder import RunConfigCallback
 from lesion_lightning.training.task import LesionSegmentationModule
 
-LOGGERS = ("wandb", "csv", "none")
 RUN_DIR_ENV = "LESION_LIGHTNING_RUN_DIR"
 BASE_CONFIG = REPO_ROOT / "experiments" / "base.yaml"
 
@@ -50,14 +52,42 @@ class LesionCLI(LightningCLI):
         parser.add_argument("--output_root", type=str, default="runs", help="root folder of all run folders")
         parser.add_argument("--logger", type=str, default="wandb",
                             help=f"experiment logger, one of {', '.join(LOGGERS)} (W&B is offline unless WANDB_MODE=online)")
-        parser.add_argument("--wandb_project", type=str, default="lesion-lightning", help="W&B project name")
+        parser.add_argument("--wandb_project", type=str, default=DEFAULT_PROJECT, help="W&B project name")
         parser.add_argument("--amp", type=bool, default=False,
                             help="mixed precision: 16-mixed on GPU, bf16-mixed on CPU (overrides trainer.precision)")
         parser.set_defaults({"model": {"class_path": "lesion_lightning.training.task.SegmentationTask"}})
+        parser.add_argument("--force_resume", type=bool, default=False,
+                            help="fit --ckpt_path: resume although data/model options differ from the run's config.yaml")
         parser.add_argument("--tta", type=bool | None, default=None,
                             help="6-fold test-time augmentation (identity, flips, rot90/270; probabilities averaged) "
                                  "for validate/test/predict and fit's validation epochs; overrides model.tta, also "
                                  "the value a --ckpt_path checkpoint carries (default: the model's own setting)")
+
+    def before_instantiate_classes(self) -> None:
+        opts = self._options()
+        self.run_dir = self._run_dir()
+        if opts.get("amp"):  # recorded in config.yaml as the precision actually used
+            on_gpu = torch.cuda.is_available() and opts["trainer"].get("accelerator") != "cpu"
+            opts["trainer"]["precision"] = "16-mixed" if on_gpu else "bf16-mixed"
+        ckpt = opts.get("ckpt_path") if self.subcommand else None
+        if ckpt and ckpt not in ("last", "best", "hpc") and not Path(ckpt).is_file():
+            raise SystemExit(f"error: --ckpt_path {ckpt}: no such checkpoint file (give a .ckpt file or `last`)")
+        if self.subcommand == "fit" and ckpt and not opts.get("force_resume"):
+            self._refuse_changed_resume(opts)
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0 and opts["data"].get("root") is None:
+            run_folder.announce_default_data(opts["data"].get("dataset") or "ham10000")
+
+    def _refuse_changed_resume(self, opts: Any) -> None:
+        ckpt = str(opts.get("ckpt_path"))
+        run = self.run_dir if ckpt == "last" else run_folder.run_of_checkpoint(Path(ckpt))
+        if run is None or not (run / "config.yaml").is_file():
+            return
+        saved = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        current = yaml.safe_load(self._parser(self.subcommand).dump(opts, skip_none=False))
+        changed = run_folder.changed_options(saved, current)
+        if changed:
+            raise SystemExit(f"error: --ckpt_path {ckpt}: the run {run} was trained with other options: "
+                             f"{'; '.join(changed)}. Use the run's options, or --force_resume=true to resume anyway")
 
     # -- model options that must win over checkpoint hyperparameters -----------------------------
     def after_instantiate_classes(self) -> None:
@@ -93,7 +123,12 @@ class LesionCLI(LightningCLI):
             experiment = Path(configs[-1]).stem if configs else "default"
         experiment_dir = Path(opts.get("output_root") or "runs") / experiment
         run_name = opts.get("run_name")
-        if not run_name and opts.get("ckpt_path") == "last":
+        ckpt = opts.get("ckpt_path")
+        if not run_name and self.subcommand in ("validate", "test", "predict") and ckpt and Path(ckpt).is_file():
+            tested = run_folder.run_of_checkpoint(Path(ckpt))
+            if tested is not None:
+                return tested  # results go next to the run they evaluate
+        if not run_name and ckpt == "last":
             latest = latest_run_with_checkpoint(experiment_dir)
             if latest is None:
                 raise SystemExit(f"error: --ckpt_path last, but no run of experiment {experiment!r} under {experiment_dir} "
@@ -103,31 +138,20 @@ class LesionCLI(LightningCLI):
             run_name = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         return experiment_dir / run_name
 
-    def _logger(self, run_dir: Path, name: str) -> Any:
-        choice = (self._options().get("logger") or "wandb").lower()
-        if choice not in LOGGERS:
-            raise SystemExit(f"error: --logger must be one of {', '.join(LOGGERS)}, got {choice!r}")
-        if choice == "none":
-            return False
-        if choice == "csv":
-            return CSVLogger(save_dir=str(run_dir), name="csv", version="")
-        # No account or network needed: offline unless the user asked for online mode.
-        os.environ.setdefault("WANDB_MODE", "offline")
-        return WandbLogger(project=self._options().get("wandb_project"), name=name, save_dir=str(run_dir))
-
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The trainer of the run folder: its root, logger, `--amp` precision, and the configured callbacks
-        adapted to the run (checkpoints into the run folder; no LR monitor without a logger, no progress bar
-        when `trainer.enable_progress_bar` is false)."""
+        """The trainer of the run folder: its root and logger, and the configured callbacks adapted to the run
+        (checkpoints into the run folder; no LR monitor without a logger, no progress bar when
+        `trainer.enable_progress_bar` is false). Checks first that the run folder can hold the checkpoints."""
         trainer_config = self._get(self.config_init, "trainer", default={})
-        run_dir = self._run_dir()
+        run_dir = self.run_dir
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+            run_folder.check_writable(run_dir, self.model)
         kwargs["default_root_dir"] = str(run_dir)
         logger = trainer_config.get("logger")
         if logger in (None, True):
-            logger = kwargs["logger"] = self._logger(run_dir, f"{run_dir.parent.name}/{run_dir.name}")
-        if self._options().get("amp"):
-            on_gpu = torch.cuda.is_available() and trainer_config.get("accelerator") != "cpu"
-            kwargs["precision"] = "16-mixed" if on_gpu else "bf16-mixed"
+            logger = kwargs["logger"] = make_logger(self._options().get("logger") or "wandb", run_dir,
+                                                    project=self._options().get("wandb_project"),
+                                                    stage=self.subcommand or "fit")
         callbacks = []
         for callback in trainer_config.get("callbacks") or []:
             if isinstance(callback, LearningRateMonitor) and not logger:
@@ -141,16 +165,10 @@ class LesionCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
 
-def finish_wandb_runs(trainer: Trainer | None) -> None:
-    """Close the trainer's W&B runs so that everything logged is flushed to disk (offline run files are
-    otherwise left mid-record until the process exits, and a later run in the same process would reuse them)."""
-    for logger in getattr(trainer, "loggers", None) or []:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
-            logger.experiment.finish()
-
-
 def build_cli(argv: list[str], run: bool = True) -> LesionCLI:
-    """Parse `argv` (subcommand first unless `run=False`), build model, data and trainer, and run the subcommand."""
+    """Parse `argv` (subcommand first unless `run=False`), build model, data and trainer, and run the subcommand;
+    then print where the results went."""
+    silence_irrelevant_messages()
     defaults = {"default_config_files": [str(BASE_CONFIG)]}
     cli = LesionCLI(
         LesionSegmentationModule,
@@ -165,5 +183,7 @@ def build_cli(argv: list[str], run: bool = True) -> LesionCLI:
         auto_configure_optimizers=False,
     )
     if run:
-        finish_wandb_runs(getattr(cli, "trainer", None))
+        finish_wandb_runs(cli.trainer)
+        if cli.trainer.is_global_zero:
+            run_folder.print_run_folder(cli.run_dir, cli.subcommand)
     return cli

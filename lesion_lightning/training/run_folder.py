@@ -15,7 +15,9 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
+import os
 import platform
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -25,8 +27,9 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.cli import SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.trainer.states import TrainerFn
 
-from lesion_lightning.paths import REPO_ROOT
+from lesion_lightning.paths import REPO_ROOT, sample_dataset_root
 from lesion_lightning.training.task import LesionSegmentationModule
 
 TRACKED_PACKAGES = (
@@ -68,6 +71,90 @@ def environment_info() -> dict[str, Any]:
     }
 
 
+def data_source(datamodule: Any) -> dict[str, Any]:
+    """Which data a run used: the full dataset at `data.root`, the embedded real sample, or the synthetic
+    stand-in (both only when `data.root` is null)."""
+    root = datamodule.resolve_root()
+    if datamodule.root is not None:
+        kind = "dataset"
+    elif root == sample_dataset_root(datamodule.dataset):
+        kind = "real sample"
+    else:
+        kind = "synthetic"
+    return {"kind": kind, "dataset": datamodule.dataset, "root": str(root)}
+
+
+def announce_default_data(dataset: str) -> None:
+    """Say loudly that `data.root: null` means the small embedded sample or synthetic data, not the dataset."""
+    sample = sample_dataset_root(dataset)
+    what = (f"the small embedded real sample of {dataset} ({sample})" if sample is not None
+            else f"SYNTHETIC stand-in images for {dataset} (no real sample found)")
+    print(f"NOTE: data.root is null: this run uses {what}, not the full dataset; its metrics are not comparable "
+          "to a paper's. Set --data.root=/path/to/the/dataset for real results.", file=sys.stderr)
+
+
+def run_of_checkpoint(checkpoint: Path) -> Path | None:
+    """The run folder a checkpoint file belongs to (`<run>/checkpoints/x.ckpt` beside `<run>/config.yaml`)."""
+    run = checkpoint.resolve().parent.parent
+    if checkpoint.resolve().parent.name == "checkpoints" and (run / "config.yaml").is_file():
+        return run
+    return None
+
+
+# Options that change speed or where files go, not what a resumed run computes.
+RESUMABLE_OPTIONS = {"data.num_workers", "data.cache", "data.pin_memory", "data.root", "model.init_args.tta"}
+
+
+def _flatten(config: Any, prefix: str) -> dict[str, Any]:
+    """{"data.image_size": 64, "model.init_args.lr": 0.01, ...} from nested dicts."""
+    if not isinstance(config, dict) or not config:
+        return {prefix: config}
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        out.update(_flatten(value, f"{prefix}.{key}"))
+    return out
+
+
+def changed_options(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """`--data.x (old -> new)` for every data or model option that differs between two resolved configs."""
+    old = {**_flatten(saved.get("data"), "data"), **_flatten(saved.get("model"), "model")}
+    new = {**_flatten(current.get("data"), "data"), **_flatten(current.get("model"), "model")}
+    keys = sorted((set(old) | set(new)) - RESUMABLE_OPTIONS)
+    return [f"--{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in keys if old.get(k) != new.get(k)]
+
+
+def check_writable(run_dir: Path, model: Any = None) -> None:
+    """Before any training: the run folder can be written and its disk holds two checkpoints (best, last)
+    of `model` with an optimiser state of twice its size; a clear error otherwise."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"\0" * 4096)
+        probe.unlink()
+    except OSError as exc:
+        raise SystemExit(f"error: cannot write the run folder {run_dir}: {exc.strerror or exc}; "
+                         "choose a writable --output_root") from None
+    params = sum(p.numel() * p.element_size() for p in model.parameters()) if model is not None else 0
+    needed = 2 * 3 * params + (16 << 20)
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        raise SystemExit(f"error: {run_dir}: {free / 2**20:.0f} MB free, but the checkpoints need about "
+                         f"{needed / 2**20:.0f} MB; free some space or choose another --output_root")
+
+
+MAIN_FILES = ("config.yaml", "config_validate.yaml", "config_test.yaml", "config_predict.yaml", "split.json",
+              "metrics.json", "per_image_test.csv", "complexity.json", "curves.png", "ensemble.json")
+
+
+def print_run_folder(run_dir: Path, stage: str | None) -> None:
+    """Where a stage's results went: the run folder and its main files (as `demo` prints them)."""
+    files = [name for name in MAIN_FILES if (run_dir / name).is_file()]
+    files += [f"checkpoints/{p.name}" for p in sorted((run_dir / "checkpoints").glob("*.ckpt"))]
+    print(f"{stage or 'run'}: results in {run_dir.resolve()}")
+    for name in files:
+        print(f"  {name}")
+
+
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -97,38 +184,77 @@ class RunFolderCallback(pl.Callback):
         write_json(run_dir / "environment.json", environment_info())
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is not None and getattr(datamodule, "manifest", None) is not None:
-            datamodule.save_manifest(run_dir / "split.json")
+            split_path = datamodule.save_manifest(run_dir / "split.json")
+            write_json(split_path, {**read_json(split_path), "data_source": data_source(datamodule)})
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
                     logger.experiment.config.update({"split": datamodule.manifest.to_dict()}, allow_val_change=True)
 
-    def _record(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
+    def _entry(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> dict[str, Any] | None:
         result = pl_module.epoch_results.get(stage) if isinstance(pl_module, LesionSegmentationModule) else None
-        if result is None:
+        if result is None or trainer.sanity_checking:
+            return None
+        return {**result.metrics, "epoch": trainer.current_epoch, "global_step": trainer.global_step}
+
+    def _write(self, trainer: pl.Trainer, sections: dict[str, dict[str, Any] | None]) -> None:
+        """Set (dict) or drop (None) sections of metrics.json, with the run's data source (rank 0)."""
+        if not trainer.is_global_zero:
             return
         path = self.run_dir(trainer) / "metrics.json"
         metrics = read_json(path)
-        metrics[stage] = {**result.metrics, "epoch": trainer.current_epoch, "global_step": trainer.global_step}
+        for key, value in sections.items():
+            if value is None:
+                metrics.pop(key, None)
+            else:
+                metrics[key] = value
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "resolve_root"):
+            metrics["data_source"] = data_source(datamodule)
         write_json(path, metrics)
-        if stage == "test":
-            rows = result.per_image
-            if rows:
-                with open(self.run_dir(trainer) / "per_image_test.csv", "w", newline="") as fh:
-                    writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-                    writer.writeheader()
-                    writer.writerows(rows)
+
+    def _relative(self, trainer: pl.Trainer, checkpoint: str | None) -> str | None:
+        if not checkpoint:
+            return None
+        path, run_dir = Path(checkpoint).resolve(), self.run_dir(trainer).resolve()
+        return str(path.relative_to(run_dir)) if path.is_relative_to(run_dir) else str(path)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._record(trainer, pl_module, "val")
+        """fit: `val` = the metrics of the epoch whose checkpoint selection picks (the checkpoint callback with
+        a monitor, asked before it saves), `val_last_epoch` = the latest epoch's when that is another epoch.
+        validate: `val` = the metrics of the checkpoint given."""
+        entry = self._entry(trainer, pl_module, "val")
+        if entry is None:
+            return
+        if trainer.state.fn != TrainerFn.FITTING:
+            self._write(trainer, {"val": {**entry, "checkpoint": self._relative(trainer, trainer.ckpt_path)}})
+            return
+        selector = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)
+        if selector is None:
+            self._write(trainer, {"val": entry})
+            return
+        current = trainer.callback_metrics.get(selector.monitor)
+        if selector.check_monitor_top_k(trainer, current):  # every rank: the decision is reduced across ranks
+            self._write(trainer, {"val": {**entry, "selected_by": f"{selector.monitor} ({selector.mode})"},
+                                  "val_last_epoch": None})
+        else:
+            self._write(trainer, {"val_last_epoch": entry})
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._record(trainer, pl_module, "test")
+        entry = self._entry(trainer, pl_module, "test")
+        if entry is None:
+            return
+        self._write(trainer, {"test": {**entry, "checkpoint": self._relative(trainer, trainer.ckpt_path)}})
+        rows = pl_module.epoch_results["test"].per_image
+        if rows and trainer.is_global_zero:
+            with open(self.run_dir(trainer) / "per_image_test.csv", "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
 
 
 class RunConfigCallback(SaveConfigCallback):
-    """Saves the resolved config into the run folder and the W&B run config."""
+    """Saves each stage's resolved config into the run folder (fit: `config.yaml`, the run's own; other
+    stages: `config_<stage>.yaml`, so a test never overwrites the training config) and the W&B run config."""
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.already_saved:
@@ -136,8 +262,9 @@ class RunConfigCallback(SaveConfigCallback):
         if trainer.is_global_zero:
             run_dir = Path(trainer.default_root_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
-            self.parser.save(self.config, run_dir / self.config_filename, skip_none=False, overwrite=True,
-                             multifile=self.multifile)
+            stage = TrainerFn(stage).value  # Lightning passes the enum; its str() is "TrainerFn.TESTING"
+            name = self.config_filename if stage == "fit" else f"config_{stage}.yaml"
+            self.parser.save(self.config, run_dir / name, skip_none=False, overwrite=True, multifile=self.multifile)
             resolved = self.parser.dump(self.config, skip_none=False, format="json")
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):

@@ -76,11 +76,12 @@ class LesionSegmentationModule(pl.LightningModule):
         probs = self.predict_probs(logits.float()).detach()
         self.metrics[f"{stage}_metrics"].update(probs, y, ids=batch.get("id"))
         batch_size = x.shape[0]
+        # sync_dist: epoch values are means over all ranks' batches (one process: no-op)
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
-                 batch_size=batch_size, sync_dist=stage != "train")
+                 batch_size=batch_size, sync_dist=True)
         for name, value in getattr(self.criterion, "last_terms", {}).items():
             self.log(f"{stage}/loss_{name}", value, on_step=False, on_epoch=True, batch_size=batch_size,
-                     sync_dist=stage != "train")
+                     sync_dist=True)
         return {"loss": loss, "probs": probs}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
@@ -100,9 +101,10 @@ class LesionSegmentationModule(pl.LightningModule):
     def _log_epoch_metrics(self, stage: str) -> None:
         metric = self.metrics[f"{stage}_metrics"]
         values = metric.compute()
-        # torchmetrics already synced the state across processes: no sync_dist averaging here.
+        # torchmetrics already synced the states, so every rank holds the same value and sync_dist's mean
+        # changes nothing; it tells Lightning so (without it, one warning per metric under DDP).
         for key, value in values.items():
-            self.log(f"{stage}/{key}", value, prog_bar=key in ("dice", "iou"), sync_dist=False)
+            self.log(f"{stage}/{key}", value, prog_bar=key in ("dice", "iou"), sync_dist=True)
         per_image = metric.per_image() if stage == "test" else []
         self.epoch_results[stage] = EpochResult(stage, {k: float(v) for k, v in values.items()}, per_image)
         metric.reset()
@@ -162,6 +164,15 @@ class SegmentationTask(LesionSegmentationModule):
         self.model = create_model(model, **(model_kwargs or {}))
         self.num_classes = get_model_spec(model).num_classes
         self._init_evaluation(loss, threshold, tta)
+        channels = int((model_kwargs or {}).get("in_channels", get_model_spec(model).input_size[0]))
+        _, h, w = get_model_spec(model).input_size
+        # Lightning's model summary runs this input to count FLOPs (setup() switches to the data's size).
+        self.example_input_array = torch.zeros(1, channels, h, w)
+
+    def setup(self, stage: str) -> None:
+        size = getattr(getattr(self._trainer, "datamodule", None), "image_size", None)
+        if isinstance(size, tuple) and len(size) == 2:
+            self.example_input_array = torch.zeros(1, self.example_input_array.shape[1], *size)
 
     # -- optimisation ----------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
