@@ -36,7 +36,7 @@ def wandb_mode(environ: dict[str, str] | None = None, netrc_path: str | None = N
             return "online", "credentials from `wandb login` found"
     except (OSError, netrc.NetrcParseError):
         pass
-    return "offline", "no W&B credentials (`wandb login` to log online; `wandb sync` uploads offline runs)"
+    return "offline", "no W&B credentials found; `wandb login` to log online, `wandb sync` uploads offline runs"
 
 
 def wandb_run_id(run_dir: Path) -> str | None:
@@ -66,8 +66,14 @@ def make_logger(choice: str, run_dir: Path, *, project: str, stage: str) -> Any:
     mode, why = wandb_mode()
     os.environ["WANDB_MODE"] = mode
     os.environ.setdefault("WANDB_SILENT", "true")  # W&B's own banner and run summary; our line says where it goes
+    if os.environ["WANDB_SILENT"].lower() == "true":
+        import wandb
+
+        # Silent from now on: W&B checks its settings (and warns about the `anonymous` option Lightning always
+        # passes) before it applies WANDB_SILENT.
+        wandb.termsetup(wandb.Settings(silent=True), None)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        print(f"W&B: {mode} ({why}); run files in {run_dir / 'wandb'}")
+        print(f"W&B: {mode} ({why}). Run files: {run_dir / 'wandb'}")
     group = f"{run_dir.parent.name}/{run_dir.name}"
     if stage == "fit":
         return WandbLogger(project=project, name=group, save_dir=str(run_dir), id=wandb_run_id(run_dir),
