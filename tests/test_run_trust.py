@@ -104,6 +104,7 @@ def test_fit_then_test_keep_configs_record_sources_and_say_where(tmp_path, ham10
     assert metrics["data_source"] == {"kind": "dataset", "dataset": "ham10000", "root": str(ham10000_root)}
     out = capsys.readouterr()
     assert f"test: results in {run.resolve()}" in out.out
+    assert "W&B: offline (no W&B credentials found" in out.out  # the same reason as for fit, not its leftovers
 
     from lesion_lightning.utils.wandb_offline import find_offline_runs, read_run
 

@@ -64,7 +64,6 @@ def make_logger(choice: str, run_dir: Path, *, project: str, stage: str) -> Any:
     if choice == "csv":
         return CSVLogger(save_dir=str(run_dir), name="csv", version="")
     mode, why = wandb_mode()
-    os.environ["WANDB_MODE"] = mode
     os.environ.setdefault("WANDB_SILENT", "true")  # W&B's own banner and run summary; our line says where it goes
     if os.environ["WANDB_SILENT"].lower() == "true":
         import wandb
@@ -77,8 +76,9 @@ def make_logger(choice: str, run_dir: Path, *, project: str, stage: str) -> Any:
     group = f"{run_dir.parent.name}/{run_dir.name}"
     if stage == "fit":
         return WandbLogger(project=project, name=group, save_dir=str(run_dir), id=wandb_run_id(run_dir),
-                           resume="allow", group=group, job_type=stage)
-    return WandbLogger(project=project, name=f"{group} {stage}", save_dir=str(run_dir), group=group, job_type=stage)
+                           resume="allow", group=group, job_type=stage, mode=mode)
+    return WandbLogger(project=project, name=f"{group} {stage}", save_dir=str(run_dir), group=group, job_type=stage,
+                       mode=mode)
 
 
 def finish_wandb_runs(trainer: Trainer | None) -> None:
