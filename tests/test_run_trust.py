@@ -134,8 +134,11 @@ def test_resume_with_changed_data_or_model_options_is_refused_unless_forced(tmp_
     assert "--data.image_size (32 -> 48)" in str(excinfo.value.code)
     assert "--force_resume" in str(excinfo.value.code)
     assert yaml.safe_load((tmp_path / "runs/demo/r/config.yaml").read_text())["data"]["image_size"] == 32
-    assert main(_args("fit", tmp_path, ham10000_root, *base[:2], "--logger=wandb", "--ckpt_path=last",
-                      "--trainer.max_epochs=2")) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(_args("fit", tmp_path, ham10000_root, *base[:2], "--logger=wandb", "--ckpt_path=last",
+                          "--trainer.max_epochs=2")) == 0
+    assert not [w for w in caught if "exists and is not empty" in str(w.message)]  # resuming writes there
     from lesion_lightning.utils.wandb_offline import find_offline_runs, read_run
 
     ids = {read_run(p).run_id for p in find_offline_runs(tmp_path / "runs" / "demo" / "r")}

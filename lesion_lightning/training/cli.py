@@ -29,7 +29,7 @@ from lesion_lightning.data.datamodule import LesionDataModule
 from lesion_lightning.paths import REPO_ROOT
 from lesion_lightning.training import run_folder
 from lesion_lightning.training.loggers import DEFAULT_PROJECT, LOGGERS, finish_wandb_runs, make_logger
-from lesion_lightning.training.quiet import silence_irrelevant_messages
+from lesion_lightning.training.quiet import silence_irrelevant_messages, silence_resume_notice
 from lesion_lightning.training.run_folder import RunConfigCallback
 from lesion_lightning.training.task import LesionSegmentationModule
 
@@ -72,8 +72,10 @@ class LesionCLI(LightningCLI):
         ckpt = opts.get("ckpt_path") if self.subcommand else None
         if ckpt and ckpt not in ("last", "best", "hpc") and not Path(ckpt).is_file():
             raise SystemExit(f"error: --ckpt_path {ckpt}: no such checkpoint file (give a .ckpt file or `last`)")
-        if self.subcommand == "fit" and ckpt and not opts.get("force_resume"):
-            self._refuse_changed_resume(opts)
+        if self.subcommand == "fit" and ckpt:
+            silence_resume_notice()
+            if not opts.get("force_resume"):
+                self._refuse_changed_resume(opts)
         if int(os.environ.get("LOCAL_RANK", "0")) == 0 and opts["data"].get("root") is None:
             run_folder.announce_default_data(opts["data"].get("dataset") or "ham10000")
 

@@ -22,3 +22,8 @@ def silence_irrelevant_messages() -> None:
     # An advertisement for another logging service at every Trainer start. (W&B's own notices, e.g. about the
     # `anonymous` option Lightning always passes, are silenced by WANDB_SILENT in training/loggers.py.)
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_LITLOGGER_TIP)
+
+
+def silence_resume_notice() -> None:
+    # A resumed fit writes into its own run's checkpoints/ folder: that it is not empty is the point.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
