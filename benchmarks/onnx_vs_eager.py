@@ -24,16 +24,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lesion_lightning.commands.export import TOLERANCE, _conditioning_note, _onnx_export, probability_model
+from lesion_lightning.inference.export_checks import TOLERANCE, probability_model
+from lesion_lightning.inference.onnx_export import conditioning_note, write_onnx
 from lesion_lightning.models import create_model, get_model_spec, list_models
 
 
 def _export(model: torch.nn.Module, path: Path, size: tuple[int, int]) -> str:
     try:
-        _onnx_export(model, path, size, 17, (), "torchscript")
+        write_onnx(model, path, size, 17, (), "torchscript")
         return "torchscript"
     except Exception:  # e.g. adaptive pooling the TorchScript-based exporter cannot size
-        _onnx_export(model, path, size, 18, (), "dynamo")
+        write_onnx(model, path, size, 18, (), "dynamo")
         return "dynamo"
 
 
@@ -91,7 +92,7 @@ def main() -> None:
             diff = float(np.abs(session.run(None, feed)[0] - ref).max())
             if diff > TOLERANCE:
                 notes.append(f"{name}: max abs diff {diff:.2g} > {TOLERANCE:g}"
-                             + _conditioning_note(model, x, torch.from_numpy(ref), TOLERANCE))
+                             + conditioning_note(model, x, torch.from_numpy(ref), TOLERANCE))
 
             def eager():
                 with torch.inference_mode():

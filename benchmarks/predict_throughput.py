@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lesion_lightning.commands.predict_images import predict_files
+from lesion_lightning.inference.images import predict_files
 from lesion_lightning.inference import load_predictor
 from lesion_lightning.models import get_model_spec
 from lesion_lightning.paths import sample_dataset_root

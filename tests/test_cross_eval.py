@@ -242,7 +242,7 @@ def test_batch_jobs(env, excluded, tmp_path, capsys):
 
 
 def test_table9_jobs_file_is_valid():
-    from lesion_lightning.commands.cross_eval import load_jobs
+    from lesion_lightning.evaluation.cross_jobs import load_jobs
 
     spec = load_jobs(REPO / "experiments" / "cross_eval" / "lanet_table9.yaml")
     (job,) = [j for j in spec["jobs"] if j.get("model") == "lanet"]

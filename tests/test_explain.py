@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from lesion_lightning.cli import main
-from lesion_lightning.commands.explain import LEVELS, default_layers, explain_image, probe_layers, resolve_layers
+from lesion_lightning.inference.explain import LEVELS, default_layers, explain_image, probe_layers, resolve_layers
 from lesion_lightning.models import create_model, list_models
 
 from tiny_run import ham10000_or_skip

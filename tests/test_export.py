@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lesion_lightning.cli import main
-from lesion_lightning.commands.export import ExportError, export_loaded, parse_size
+from lesion_lightning.inference.export import ExportError, export_loaded, parse_size
 from lesion_lightning.inference import LoadedTask, Preprocessing, load_predictor
 from lesion_lightning.models import create_model, list_models
 from lesion_lightning.training.task import SegmentationTask
@@ -169,7 +169,7 @@ def test_every_registered_model_exports_to_safetensors(name, tmp_path):
 
 def test_export_failure_is_loud(tmp_path, monkeypatch):
     """An export that does not reproduce PyTorch raises (and leaves no file), it never passes silently."""
-    import lesion_lightning.commands.export as export_mod
+    import lesion_lightning.inference.onnx_export as export_mod
 
     real = export_mod._onnx_diffs
     monkeypatch.setattr(export_mod, "ONNX_TIERS", export_mod.ONNX_TIERS[:2])  # the fast exporter's tiers only

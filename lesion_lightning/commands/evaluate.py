@@ -1,37 +1,15 @@
 """`lesion-lightning evaluate --pred DIR --gt DIR`: score predicted masks against ground truth.
 
-Files are matched by image id: the file name without extension and without a trailing
-`_segmentation` (ISIC), `_lesion` (PH2) or `_mask`, so `ISIC_0000001_segmentation.png` and
-`ISIC_0000001.png` match each other; any image extension is accepted on both sides. Scoring uses
-`SegmentationMetrics`, the same code as training, hence the ISIC scorer's per-image conventions.
-
-Ground truths are read with `load_mask` (strictly binary, any encoding). A two-valued prediction is
-read the same way; a prediction with more grey levels (a saved probability map) is lesion where its
-8-bit level is > --threshold (default 128, as the ISIC challenge scorer).
+The method (file matching by image id, soft predictions, the ISIC scorer's conventions) is
+`lesion_lightning.evaluation.folders`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from lesion_lightning.data.errors import DataError
-
-if TYPE_CHECKING:  # torch/torchmetrics are imported when the command runs: `--help` stays fast
-    import numpy as np
-
-    from lesion_lightning.metrics import SegmentationMetrics
-
-# Stripped (case-insensitively) from the end of a file stem to get the image id.
-ID_SUFFIXES = ("_segmentation", "_lesion", "_mask")
-JSON_POOLED = ("dice", "iou", "sensitivity", "specificity", "accuracy")
-JSON_PER_IMAGE = ("dice", "iou", "sensitivity", "specificity", "accuracy", "thresholded_jaccard")
-CSV_COLUMNS = ("id", "gt_file", "pred_file", "dice", "iou", "sensitivity", "specificity", "accuracy",
-               "precision", "thresholded_jaccard", "tp", "fp", "tn", "fn")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -45,101 +23,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", type=Path, default=None, metavar="FILE", help="write per-image scores to this CSV file")
 
 
-def image_id(path: Path) -> str:
-    stem = path.stem
-    for suffix in ID_SUFFIXES:
-        if stem.lower().endswith(suffix) and len(stem) > len(suffix):
-            return stem[: -len(suffix)]
-    return stem
-
-
-def index_folder(folder: Path, role: str) -> dict[str, Path]:
-    """image id -> file for the image files of a folder; two files with one id are an error."""
-    from lesion_lightning.data.io import IMAGE_EXTENSIONS
-
-    if not folder.is_dir():
-        raise DataError(folder, f"{role} folder not found")
-    out: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
-        key = image_id(path)
-        if key in out:
-            raise DataError(path, f"two {role} files for image id {key!r}: {out[key].name} and {path.name}")
-        out[key] = path
-    return out
-
-
-def _read_prediction(path: Path, threshold: int) -> np.ndarray:
-    import numpy as np
-    from PIL import Image
-
-    from lesion_lightning.data.io import load_mask
-
-    try:
-        return load_mask(path)
-    except DataError as exc:
-        if "not binary" not in exc.problem:
-            raise
-    # A soft map: threshold its 8-bit grey levels (the decode already succeeded above).
-    with Image.open(path) as im:
-        levels = np.asarray(im.convert("L"))
-    return (levels > threshold).astype(np.uint8)
-
-
-def evaluate_folders(pred_dir: Path, gt_dir: Path, threshold: int = 128, missing: str = "error"
-                     ) -> tuple[SegmentationMetrics, list[dict[str, Any]]]:
-    """Score every ground truth of `gt_dir`; returns the filled metric and the per-image rows."""
-    import numpy as np
-    import torch
-
-    from lesion_lightning.data.io import IMAGE_EXTENSIONS, load_mask
-    from lesion_lightning.metrics import SegmentationMetrics
-
-    if not 0 <= threshold <= 254:
-        raise ValueError(f"--threshold must be a grey level in [0, 254], got {threshold}")
-    gts = index_folder(gt_dir, "ground-truth")
-    if not gts:
-        raise DataError(gt_dir, f"no ground-truth masks ({', '.join(IMAGE_EXTENSIONS)}) found")
-    preds = index_folder(pred_dir, "prediction")
-    absent = [k for k in gts if k not in preds]
-    if absent and missing == "error":
-        shown = ", ".join(gts[k].name for k in absent[:5]) + (" ..." if len(absent) > 5 else "")
-        raise DataError(pred_dir, f"no prediction for {len(absent)} ground-truth mask(s): {shown} "
-                                  "(use --missing zero to score them as empty predictions)")
-    metric = SegmentationMetrics()
-    files = []
-    for key, gt_path in gts.items():
-        gt = load_mask(gt_path)
-        pred_path = preds.get(key)
-        if pred_path is None:
-            pred = np.zeros_like(gt)
-        else:
-            pred = _read_prediction(pred_path, threshold)
-            if pred.shape != gt.shape:
-                raise DataError(pred_path, f"prediction size {pred.shape[1]}x{pred.shape[0]} != ground-truth size "
-                                           f"{gt.shape[1]}x{gt.shape[0]} of {gt_path}")
-        metric.update(torch.from_numpy(pred > 0)[None], torch.from_numpy(gt)[None], ids=[key])
-        files.append((gt_path, pred_path))
-    rows = metric.per_image()
-    for row, (gt_path, pred_path) in zip(rows, files):
-        row["gt_file"] = str(gt_path)
-        row["pred_file"] = "" if pred_path is None else str(pred_path)
-    return metric, rows
-
-
-def summary(values: dict[str, float], num_images: int) -> dict:
-    """The `--json` document from `SegmentationMetrics.compute()` values."""
-    return {
-        "num_images": num_images,
-        "pooled": {k: values[k] for k in JSON_POOLED},
-        "per_image": {k: values[k if k == "thresholded_jaccard" else f"{k}_per_image"] for k in JSON_PER_IMAGE},
-    }
-
-
 def _print_table(values: dict[str, float], num_images: int) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from lesion_lightning.evaluation.folders import JSON_POOLED
 
     table = Table(title=f"Segmentation scores ({num_images} images)")
     table.add_column("metric")
@@ -153,6 +41,9 @@ def _print_table(values: dict[str, float], num_images: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lesion_lightning.data.errors import DataError
+    from lesion_lightning.evaluation.folders import evaluate_folders, summary, write_per_image_csv
+
     try:
         metric, rows = evaluate_folders(args.pred, args.gt, threshold=args.threshold, missing=args.missing)
     except (DataError, ValueError) as exc:
@@ -160,11 +51,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     values = {k: float(v) for k, v in metric.compute().items()}
     if args.csv is not None:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        with args.csv.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
+        write_per_image_csv(args.csv, rows)
     if args.json:
         print(json.dumps(summary(values, len(rows))))
     else:
