@@ -10,26 +10,10 @@ import argparse
 import json
 import sys
 
-from lesion_lightning.data.readers import DATASETS, FOLDER_DEFAULTS, SUBSETS
+from lesion_lightning.commands._options import add_reader_options, reader_options
+from lesion_lightning.data.readers import DATASETS, SUBSETS
 
 MAX_WARNING_LINES = 20
-
-
-def add_reader_options(parser: argparse.ArgumentParser) -> None:
-    """--dataset/--root and the `folder` reader's options (shared with `split`)."""
-    parser.add_argument("--dataset", required=True, choices=DATASETS, help="dataset layout")
-    parser.add_argument("--root", required=True, help="dataset root folder (the official layout)")
-    group = parser.add_argument_group("folder dataset options")
-    group.add_argument("--image-dir", default=FOLDER_DEFAULTS["image_dir"], help="image folder under the root")
-    group.add_argument("--mask-dir", default=FOLDER_DEFAULTS["mask_dir"], help="mask folder under the root")
-    group.add_argument("--mask-pattern", default=FOLDER_DEFAULTS["mask_pattern"],
-                       help="mask file name, with {id} for the image id (default: %(default)s)")
-
-
-def reader_options(args: argparse.Namespace) -> dict[str, str]:
-    if args.dataset != "folder":
-        return {}
-    return {"image_dir": args.image_dir, "mask_dir": args.mask_dir, "mask_pattern": args.mask_pattern}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

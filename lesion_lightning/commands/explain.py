@@ -10,9 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from lesion_lightning.commands._options import add_checkpoint_options
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, metavar="RUN_OR_CKPT", help="run folder or .ckpt file")
+    add_checkpoint_options(parser)
     parser.add_argument("--input", nargs="+", type=Path, metavar="FILE_OR_DIR", help="image files and/or folders")
     parser.add_argument("--output", type=Path, metavar="DIR", help="output folder (created)")
     parser.add_argument("--layers", default="shallow,intermediate,deep",
@@ -21,9 +23,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list-layers", action="store_true", help="print the candidate layers and exit")
     parser.add_argument("--recursive", action="store_true", help="search input folders recursively")
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of the image under the heatmap (default 0.5)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when available)")
-    parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="allow full unpickling of the checkpoint (can execute code: trusted files only)")
 
 
 def _list_layers(predictor) -> None:

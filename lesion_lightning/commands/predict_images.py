@@ -13,10 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from lesion_lightning.commands._options import add_checkpoint_options
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, metavar="RUN_OR_CKPT",
-                        help="run folder (its best checkpoint, else last.ckpt) or a .ckpt file")
+    add_checkpoint_options(parser)
     parser.add_argument("--input", required=True, nargs="+", type=Path, metavar="FILE_OR_DIR",
                         help="image files and/or folders of images")
     parser.add_argument("--output", required=True, type=Path, metavar="DIR", help="output folder (created)")
@@ -28,10 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
     parser.add_argument("--recursive", action="store_true", help="search input folders recursively")
     parser.add_argument("--no-overlay", action="store_true", help="write masks and the CSV only")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     parser.add_argument("--workers", type=int, default=2, help="decode/write threads (default 2)")
-    parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="allow full unpickling of the checkpoint (can execute code: trusted files only)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

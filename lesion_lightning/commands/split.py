@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lesion_lightning.commands.check_data import add_reader_options, reader_options
+from lesion_lightning.commands._options import add_reader_options, reader_options
 from lesion_lightning.data.readers import SUBSETS
 from lesion_lightning.data.splits import SCHEMES
 

@@ -147,3 +147,26 @@ def default_name(ckpt: str | Path) -> str:
     except CheckpointError as err:
         raise CrossEvalError(str(err)) from err
     return run_dir.name if run_dir is not None else path.stem
+
+
+def headline_values(entry: dict[str, Any]) -> dict[str, float]:
+    """A dataset entry's headline scores as flat `SegmentationMetrics` keys (dice, dice_per_image, ...)."""
+    headline = entry["headline"]
+    values = dict(headline["pooled"])
+    for key, value in headline["per_image"].items():
+        values[key if key == "thresholded_jaccard" else f"{key}_per_image"] = value
+    return values
+
+
+def score_table_job(ckpt: Path, dataset: str, root: Path | None, output: Path) -> dict[str, float]:
+    """A results table's cross-dataset cell (`lesion-lightning reproduce`, e.g. LANET Table 9): `cross_evaluate`
+    of one trained checkpoint on one dataset, its outputs written into `output`; returns the headline scores.
+    No root: the dataset's embedded sample, else its synthetic stand-in (the smoke profile)."""
+    options = CrossEvalOptions(datasets=[dataset], data_roots={dataset: root} if root is not None else {},
+                               device="auto")
+    doc = cross_evaluate(ckpt, options)
+    write_outputs(output, doc)
+    entry = doc["results"][0]
+    if "error" in entry:
+        raise CrossEvalError(f"{dataset}: {entry['error']}")
+    return headline_values(entry)

@@ -6,8 +6,10 @@ changes the result (the CLI options and the contents of the config files), so a 
 already holds a finished result is skipped and an interrupted table resumes where it stopped.
 
 Training jobs run `fit` then evaluate the best checkpoint in-process through `build_cli` (`test`, or
-`validate` for k-fold splits, whose held-out fold is the validation set). Complexity jobs
-(LANET Table 4) and efficiency jobs (SLSNet Table 5) only build the model.
+`validate` for k-fold splits, whose held-out fold is the validation set). The test jobs of a cross-dataset
+table (LANET Table 9) score the trained checkpoint on each test dataset with the cross-eval engine
+(`lesion_lightning.evaluation`, as `lesion-lightning cross-eval` does). Complexity jobs (LANET Table 4)
+and efficiency jobs (SLSNet Table 5) only build the model.
 """
 
 from __future__ import annotations
@@ -238,24 +240,13 @@ def plan_jobs(spec: TableSpec, profile: str, runs_root: str | Path, data_root: l
             jobs.append(tjob)
             for test_row in tests:
                 ds = test_row.dataset
-                test_opts = [o for o in opts if not o.startswith(("--data.dataset=", "--data.root=", "--data.split="))]
-                test_opts += [f"--data.dataset={ds}",
-                              "--data.root=null" if profile == "smoke" else f"--data.root={roots[ds]}",
-                              f"--data.split={_test_split(ds, split, profile)}"]
-                test_opts += test_row.args
+                test_opts = [f"--data.dataset={ds}", "--data.root=null" if profile == "smoke" else f"--data.root={roots[ds]}"]
                 job = Job(table=spec.id, row=test_row.id, model=row.model, kind="test", dataset=ds, split=split,
                           fold=None, seed=seed, profile=profile, configs=configs, options=test_opts,
                           depends_on=tjob.run_dir)
-                jobs.append(_finish(job, runs_root, experiment, {**digest(configs), "trained": tjob.hash}))
+                jobs.append(_finish(job, runs_root, experiment, {**digest(configs), "trained": tjob.hash,
+                                                                 "engine": "cross-eval"}))
     return jobs
-
-
-def _test_split(dataset: str, split: str | None, profile: str) -> str:
-    """Split whose test subset a cross-dataset job scores. Smoke: the ISIC 2017 sample is the official
-    test folder (2 images), the other stand-ins take the test tenth of 80-10-10."""
-    if profile == "smoke":
-        return "official" if dataset == "isic2017" else "80-10-10"
-    return split or "80-10-10"
 
 
 def _finish(job: Job, runs_root: Path, experiment: str, extra: dict[str, Any]) -> Job:
@@ -357,9 +348,13 @@ def run_job(job: Job, logger: str = "none") -> dict[str, float]:
         build_cli(["fit", *common])
         ckpt = _best_checkpoint(run_dir)
         build_cli(["validate" if job.stage == "val" else "test", *common, f"--ckpt_path={ckpt}"])
-    else:  # test a trained job's checkpoint on another dataset, no retraining
-        ckpt = _best_checkpoint(Path(job.depends_on or ""))
-        build_cli(["test", *common, f"--ckpt_path={ckpt}"])
+    else:  # a trained job's checkpoint on another dataset, no retraining: the one cross-dataset engine
+        from lesion_lightning.evaluation.cross_jobs import score_table_job
+
+        root = next((o.partition("=")[2] for o in job.options if o.startswith("--data.root=")), "null")
+        result = score_table_job(_best_checkpoint(Path(job.depends_on or "")), job.dataset or "",
+                                 None if root == "null" else Path(root), run_dir)
+        (run_dir / "metrics.json").write_text(json.dumps({"test": result}, indent=2))
     _mark(job, "done", finished=time.time())
     result = read_result(job)
     if result is None:

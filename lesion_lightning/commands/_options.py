@@ -1,0 +1,35 @@
+"""Options several commands share (not a command: `lesion_lightning.cli` registers only the COMMANDS table)."""
+
+from __future__ import annotations
+
+import argparse
+
+from lesion_lightning.data.readers import DATASETS, FOLDER_DEFAULTS
+
+
+def add_reader_options(parser: argparse.ArgumentParser) -> None:
+    """--dataset/--root and the `folder` reader's options (`check-data`, `split`)."""
+    parser.add_argument("--dataset", required=True, choices=DATASETS, help="dataset layout")
+    parser.add_argument("--root", required=True, help="dataset root folder (the official layout)")
+    group = parser.add_argument_group("folder dataset options")
+    group.add_argument("--image-dir", default=FOLDER_DEFAULTS["image_dir"], help="image folder under the root")
+    group.add_argument("--mask-dir", default=FOLDER_DEFAULTS["mask_dir"], help="mask folder under the root")
+    group.add_argument("--mask-pattern", default=FOLDER_DEFAULTS["mask_pattern"],
+                       help="mask file name, with {id} for the image id (default: %(default)s)")
+
+
+def reader_options(args: argparse.Namespace) -> dict[str, str]:
+    if args.dataset != "folder":
+        return {}
+    return {"image_dir": args.image_dir, "mask_dir": args.mask_dir, "mask_pattern": args.mask_pattern}
+
+
+def add_checkpoint_options(parser: argparse.ArgumentParser, device_default: str = "auto") -> None:
+    """--ckpt, --device and --trust-checkpoint of the commands that load a trained model."""
+    parser.add_argument("--ckpt", required=True, metavar="RUN_OR_CKPT",
+                        help="run folder (its best checkpoint, else last.ckpt) or a .ckpt file")
+    parser.add_argument("--device", default=device_default,
+                        help="cpu, cuda, cuda:1, ... (default: cuda when available)" if device_default == "auto"
+                        else f"cpu, cuda[:N] or auto (default {device_default})")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="allow full unpickling of the checkpoint (can execute code: trusted files only)")
