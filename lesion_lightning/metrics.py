@@ -33,6 +33,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 __all__ = [
+    "binarize",
     "SegmentationMetrics",
     "ratio_scores",
     "POOLED_KEYS",
@@ -46,6 +47,13 @@ THRESHOLDED_JACCARD_CUTOFF = 0.65
 _RATIO_KEYS = ("dice", "iou", "sensitivity", "specificity", "accuracy", "precision")
 POOLED_KEYS = (*_RATIO_KEYS, "mean_iou")
 PER_IMAGE_KEYS = (*(f"{k}_per_image" for k in _RATIO_KEYS), "thresholded_jaccard")
+
+
+def binarize(probabilities: Any, threshold: float) -> Any:
+    """The one rule from lesion probabilities to a mask, used by every metric, prediction and saved mask:
+    lesion where the probability is strictly above `threshold` (the ISIC scorer's grey level > 128 on the
+    [0, 1] scale). A torch tensor or numpy array in, a bool one of the same shape out."""
+    return probabilities > threshold
 
 
 def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
@@ -147,7 +155,7 @@ class SegmentationMetrics(Metric):
         if preds.dtype == torch.bool:
             return preds
         if preds.is_floating_point():
-            return preds > self.threshold
+            return binarize(preds, self.threshold)
         return preds != 0
 
     def _encode_ids(self, ids: Sequence[Any] | Tensor | None, n: int) -> Tensor:

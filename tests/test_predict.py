@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import textwrap
 from pathlib import Path
@@ -214,3 +215,46 @@ def test_adversarial_task_checkpoint_loads_for_prediction(tmp_path, ph2_root):
     assert predictor.preprocessing.preset == "slsnet"
     image = load_image(next(p for p in sorted(ph2_root.rglob("IMD*.bmp")) if not p.stem.endswith("_lesion")))
     assert predictor.predict_masks([image])[0].shape == image.shape[:2]
+
+
+def _tie_checkpoint(path: Path) -> Path:
+    """simple_unet with every parameter zero: its logit is 0, so every probability is exactly the 0.5 threshold."""
+    task = SegmentationTask(model="simple_unet", model_kwargs={"base_width": 4})
+    with torch.no_grad():
+        for p in task.parameters():
+            p.zero_()
+    hparams = {**dict(task.hparams), "_class_path": "lesion_lightning.training.task.SegmentationTask"}
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": hparams,
+                "datamodule_hyper_parameters": {"image_size": 64, "augment": "none"}}, path)
+    return path
+
+
+def test_saved_masks_and_metrics_agree_at_the_threshold(tmp_path, capsys):
+    """One binarize rule: at probabilities equal to the threshold, `predict`'s saved masks, its CSV, `evaluate`
+    on those masks and `SegmentationMetrics` on the probabilities give the same Dice."""
+    from lesion_lightning.metrics import SegmentationMetrics
+
+    ckpt = _tie_checkpoint(tmp_path / "tie.ckpt")
+    images, gts = tmp_path / "images", tmp_path / "gt"
+    images.mkdir()
+    gts.mkdir()
+    rng = np.random.default_rng(0)
+    gt = np.zeros((64, 64), np.uint8)
+    gt[16:40, 20:50] = 255
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(images / "case1.png")
+    Image.fromarray(gt).save(gts / "case1_segmentation.png")
+    out = tmp_path / "pred"
+    assert main(["predict", "--ckpt", str(ckpt), "--input", str(images), "--output", str(out), "--gt", str(gts),
+                 "--no-progress", "--device", "cpu"]) == 0
+    predictor = load_predictor(ckpt, device="cpu")
+    probs = predictor.predict_probabilities([np.asarray(Image.open(images / "case1.png"))])[0]
+    assert np.all(probs == predictor.threshold)  # every pixel is a tie
+    metric = SegmentationMetrics(threshold=predictor.threshold)
+    metric.update(torch.from_numpy(probs)[None], torch.from_numpy(gt > 0)[None].long())
+    dice = float(metric.compute()["dice"])
+    saved = np.asarray(Image.open(out / "case1_segmentation.png")) > 0
+    assert np.array_equal(saved, predictor.predict_masks([np.asarray(Image.open(images / "case1.png"))])[0] > 0)
+    assert float(_csv_rows(out / "predictions.csv")["case1"]["dice"]) == pytest.approx(dice)
+    capsys.readouterr()
+    assert main(["evaluate", "--pred", str(out), "--gt", str(gts), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pooled"]["dice"] == pytest.approx(dice)

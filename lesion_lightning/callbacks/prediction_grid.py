@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from pytorch_lightning.loggers import WandbLogger
 
+from lesion_lightning.metrics import binarize
 from lesion_lightning.utils.visualize import make_grid, overlay_contours, to_display_uint8
 
 CLASS_LABELS = {0: "background", 1: "lesion"}
@@ -67,7 +68,7 @@ class PredictionGridCallback(pl.Callback):
         for i in range(min(images.shape[0], self.num_images - len(self._samples))):
             self._samples.append({
                 "image": to_display_uint8(images[i]),
-                "pred": (probs[i, 0] >= threshold).to(torch.uint8).cpu().numpy(),
+                "pred": binarize(probs[i, 0], threshold).to(torch.uint8).cpu().numpy(),
                 "gt": None if masks is None else (masks[i, 0] > 0.5).to(torch.uint8).cpu().numpy(),
                 "id": str(ids[i]) if ids is not None else f"{batch_idx}_{i}",
             })

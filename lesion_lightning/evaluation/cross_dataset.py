@@ -81,7 +81,7 @@ def _dataset_for(predictor: Any, records: list[Any], resolution: str, cache_dir:
 def score_dataset(predictor: Any, records: list[Any], seen_ids: set[str], *, resolution: str, batch_size: int,
                   cache_dir: Path | None, save_dir: Path | None = None) -> dict[str, Any]:
     """Predict and score `records`: {"all": values, "unseen": values or None, "per_image": rows}."""
-    from lesion_lightning.metrics import SegmentationMetrics
+    from lesion_lightning.metrics import SegmentationMetrics, binarize
 
     threshold = predictor.threshold
     all_metric = SegmentationMetrics(threshold=threshold)
@@ -94,7 +94,7 @@ def score_dataset(predictor: Any, records: list[Any], seen_ids: set[str], *, res
             unseen_metric.update(p, m, ids=[image_id])
             num_unseen += 1
         if save_dir is not None:
-            _write_png(save_dir / "pred" / f"{image_id}.png", (p[0, 0] > threshold).numpy())
+            _write_png(save_dir / "pred" / f"{image_id}.png", binarize(p[0, 0], threshold).numpy())
             _write_png(save_dir / "gt" / f"{image_id}_segmentation.png", m[0, 0].numpy())
     rows = all_metric.per_image()
     for row in rows:

@@ -52,6 +52,7 @@ def _read_prediction(path: Path, threshold: int) -> np.ndarray:
     from PIL import Image
 
     from lesion_lightning.data.io import load_mask
+    from lesion_lightning.metrics import binarize
 
     try:
         return load_mask(path)
@@ -61,7 +62,7 @@ def _read_prediction(path: Path, threshold: int) -> np.ndarray:
     # A soft map: threshold its 8-bit grey levels (the decode already succeeded above).
     with Image.open(path) as im:
         levels = np.asarray(im.convert("L"))
-    return (levels > threshold).astype(np.uint8)
+    return binarize(levels, threshold).astype(np.uint8)
 
 
 def evaluate_folders(pred_dir: Path, gt_dir: Path, threshold: int = 128, missing: str = "error"

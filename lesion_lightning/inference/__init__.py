@@ -1,9 +1,10 @@
 """Load a trained run or checkpoint and predict full-resolution lesion probabilities for any image.
 
     from lesion_lightning.inference import load_predictor
+    from lesion_lightning.metrics import binarize
     predictor = load_predictor("runs/demo/20260101-120000")      # a run folder or a .ckpt file
     probs = predictor.predict_probabilities([image])[0]           # (H, W) float32 at the image's size
-    mask = probs >= predictor.threshold
+    mask = binarize(probs, predictor.threshold)         # lesion where probability > threshold
 
 What is loaded:
 - the checkpoint: a run folder's best checkpoint (`checkpoints/best-*.ckpt`, the newest if there are

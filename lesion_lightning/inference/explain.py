@@ -189,18 +189,20 @@ def explain_image(predictor, image: np.ndarray, layers: list[tuple[str, LayerInf
     from pytorch_grad_cam import GradCAM
 
     from lesion_lightning.inference.predictor import resize_probabilities
+    from lesion_lightning.metrics import binarize
     from lesion_lightning.utils.visualize import overlay_contours
 
     model = predictor.task.model
     x = predictor.preprocess(image).unsqueeze(0).to(predictor.device)
     probs = predictor.forward_batch(x)[0, 0]
-    mask = (probs >= predictor.threshold).float()
+    mask = binarize(probs, predictor.threshold).float()
     target_region = "predicted lesion"
     if mask.sum() == 0:
         mask = torch.ones_like(mask)
         target_region = "whole image (no lesion predicted)"
     full_probs = resize_probabilities(probs.cpu().numpy(), *image.shape[:2])
-    images: dict[str, np.ndarray] = {"prediction": overlay_contours(image, pred=full_probs >= predictor.threshold)}
+    full_mask = binarize(full_probs, predictor.threshold)
+    images: dict[str, np.ndarray] = {"prediction": overlay_contours(image, pred=full_mask)}
     for label, layer in layers:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -209,7 +211,7 @@ def explain_image(predictor, image: np.ndarray, layers: list[tuple[str, LayerInf
         images[f"gradcam_{label}"] = heat_overlay(image, grayscale, alpha)
     for label, layer in activation_layers:
         images[f"activation_{label}"] = heat_overlay(image, activation_map(model, _module(model, layer.name), x), alpha)
-    return images, {"target_region": target_region, "lesion_fraction": float((full_probs >= predictor.threshold).mean())}
+    return images, {"target_region": target_region, "lesion_fraction": float(full_mask.mean())}
 
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from lesion_lightning.inference.checkpoint import LoadedTask, load_task
+from lesion_lightning.metrics import binarize
 from lesion_lightning.models.lesion_head import lesion_probabilities
 
 
@@ -79,8 +80,8 @@ class Predictor:
         return out
 
     def predict_masks(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
-        """Full-size (H, W) uint8 {0, 1} masks (probability >= threshold)."""
-        return [(p >= self.threshold).astype(np.uint8) for p in self.predict_probabilities(images, batch_size)]
+        """Full-size (H, W) uint8 {0, 1} masks (`metrics.binarize`: probability > threshold)."""
+        return [binarize(p, self.threshold).astype(np.uint8) for p in self.predict_probabilities(images, batch_size)]
 
 
 def pick_device(device: str | None = None) -> torch.device:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lesion_lightning.losses import build_loss
-from lesion_lightning.metrics import SegmentationMetrics
+from lesion_lightning.metrics import SegmentationMetrics, binarize
 from lesion_lightning.models import create_model, get_model_spec
 from lesion_lightning.models.lesion_head import lesion_probabilities
 from lesion_lightning.training.optim import build_optimizer, build_scheduler
@@ -95,7 +95,7 @@ class LesionSegmentationModule(pl.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         probs = self.predict_probs(self._eval_logits(batch["image"]).float())
-        return {"id": batch.get("id"), "probs": probs, "mask": probs >= self.threshold}
+        return {"id": batch.get("id"), "probs": probs, "mask": binarize(probs, self.threshold)}
 
     # -- metrics ---------------------------------------------------------------------------------
     def _log_epoch_metrics(self, stage: str) -> None:

@@ -40,8 +40,10 @@ def _binary(mask: np.ndarray | torch.Tensor, shape: tuple[int, int], what: str) 
     arr = np.squeeze(arr)
     if arr.shape != shape:
         raise ValueError(f"overlay_contours: {what} mask has shape {arr.shape}, image is {shape}")
-    # Float masks may be probabilities: threshold at 0.5; integer masks may be {0,1} or {0,255}.
-    binary = arr >= 0.5 if np.issubdtype(arr.dtype, np.floating) else arr > 0
+    # Float masks may be probabilities: `binarize` at 0.5; integer masks may be {0,1} or {0,255}.
+    from lesion_lightning.metrics import binarize
+
+    binary = binarize(arr, 0.5) if np.issubdtype(arr.dtype, np.floating) else arr > 0
     return binary.astype(np.uint8)
 
 
