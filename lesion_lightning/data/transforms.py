@@ -28,6 +28,8 @@ for non-persistent workers) then draws a different, reproducible stream.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import albumentations as A
@@ -36,20 +38,8 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
-__all__ = ["PRESETS", "PRESET_INFO", "DEFAULT_SIZES", "build_transforms", "reseed", "BinarizeMask"]
-
-# name -> (default (H, W), one-line description)
-PRESET_INFO: dict[str, tuple[tuple[int, int], str]] = {
-    "none": ((256, 256), "resize, scale to [0, 1]; no augmentation"),
-    "lanet": ((224, 224), "LANET: resize 224, scale to [0, 1]; no augmentation named in the paper"),
-    "medlitenet": ((512, 512), "MedLiteNet: crop-resize, flips, rotation, elastic, affine, colour, CLAHE, gamma, "
-                               "noise/blur; ImageNet normalisation"),
-    "slsnet": ((128, 128), "SLSNet: flips, gamma 0.5/1.0/1.5, CLAHE clip 1-2, 128x128; scale to [-1, 1]"),
-    "scsonet": ((256, 256), "SCSONet: flips + random rotation, 256x256; per-image min-max to [0, 1]"),
-    "unet_aksoy": ((128, 128), "U-Net (Aksoy): rotation, flips, zoom; x / 255"),
-}
-PRESETS: tuple[str, ...] = tuple(PRESET_INFO)
-DEFAULT_SIZES: dict[str, tuple[int, int]] = {k: v[0] for k, v in PRESET_INFO.items()}
+__all__ = ["PRESETS", "PRESET_SPECS", "PRESET_INFO", "DEFAULT_SIZES", "Normalisation", "PresetSpec", "build_transforms",
+           "reseed", "BinarizeMask"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -96,56 +86,117 @@ def _resize(h: int, w: int) -> A.BasicTransform:
                     mask_interpolation=cv2.INTER_NEAREST_EXACT)
 
 
-def _normalise(preset: str) -> A.BasicTransform:
-    if preset == "medlitenet":
-        return A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD, max_pixel_value=255.0)
-    if preset == "slsnet":
-        return A.Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), max_pixel_value=255.0)
-    if preset == "scsonet":
-        # Per image, all channels together. Standardising first (as some code in this family does)
-        # would not change the result: min-max scaling is invariant to affine maps.
-        # (albumentations' own "min_max" mode returns float64 and stops short of 1 by an epsilon.)
-        return MinMaxScale()
-    return A.Normalize(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), max_pixel_value=255.0)  # x / 255
+@dataclass(frozen=True)
+class Normalisation:
+    """How a preset maps uint8 pixels to the network's input: `mean_std` is (x / 255 - mean) / std per RGB
+    channel, `min_max` per-image min-max scaling. Training transforms, inference and model cards read it."""
+
+    kind: str
+    formula: str
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def transform(self) -> A.BasicTransform:
+        if self.kind == "min_max":
+            # Per image, all channels together (albumentations' own "min_max" mode returns float64 and
+            # stops short of 1 by an epsilon).
+            return MinMaxScale()
+        return A.Normalize(mean=self.mean, std=self.std, max_pixel_value=255.0)
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.kind == "min_max":
+            return {"kind": self.kind, "formula": self.formula}
+        return {"kind": self.kind, "scale": 1 / 255, "mean": list(self.mean), "std": list(self.std),
+                "formula": self.formula}
 
 
-def _augmentations(preset: str, h: int, w: int) -> list[A.BasicTransform]:
-    """Training-only transforms, applied to uint8 images before the resize/normalisation tail."""
-    flips = [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
-    if preset == "medlitenet":
-        # The paper names the operations, not their ranges/probabilities: the values are ours.
-        return [
-            A.RandomResizedCrop(size=(h, w), scale=(0.5, 1.0), ratio=(0.75, 1.333),
-                                interpolation=cv2.INTER_LINEAR, mask_interpolation=_MASK_NN),
-            *flips,
-            A.Rotate(limit=(-30, 30), interpolation=cv2.INTER_LINEAR, mask_interpolation=_MASK_NN, p=0.5, **_BORDER),
-            A.ElasticTransform(alpha=30, sigma=6, interpolation=cv2.INTER_LINEAR, mask_interpolation=_MASK_NN,
-                               p=0.2, **_BORDER),
-            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.0625, 0.0625), interpolation=cv2.INTER_LINEAR,
-                     mask_interpolation=_MASK_NN, p=0.5, **_BORDER),
-            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
-            A.CLAHE(clip_limit=(1, 4), p=0.2),
-            A.RandomGamma(gamma_limit=(80, 120), p=0.3),
-            A.GaussNoise(std_range=(0.01, 0.05), p=0.2),
-            A.GaussianBlur(blur_limit=(3, 5), p=0.2),
-        ]
-    if preset == "slsnet":
-        # The paper's offline set: flips, gamma in {0.5, 1.0, 1.5}, CLAHE clip limit in [1, 2].
-        # albumentations' gamma_limit is in percent (50 -> gamma 0.5).
-        return [
-            *flips,
-            A.OneOf([A.RandomGamma(gamma_limit=(g, g), p=1.0) for g in (50, 100, 150)], p=1.0),
-            A.CLAHE(clip_limit=(1, 2), p=0.5),
-        ]
-    if preset == "scsonet":
-        # "vertical flip, horizontal flip, and random rotation": full-circle rotation is our reading.
-        return [*flips, A.Rotate(limit=(-180, 180), interpolation=cv2.INTER_LINEAR,
-                                 mask_interpolation=_MASK_NN, p=0.5, **_BORDER)]
-    if preset == "unet_aksoy":
-        # "rotation, flipping, and zooms": Keras-style ranges (rotation 20 deg, zoom 0.8-1.2) are ours.
-        return [*flips, A.Affine(scale=(0.8, 1.2), rotate=(-20, 20), interpolation=cv2.INTER_LINEAR,
-                                 mask_interpolation=_MASK_NN, p=0.8, **_BORDER)]
-    return []  # none, lanet
+X_255 = Normalisation("mean_std", "x / 255")
+
+
+def _flips() -> list[A.BasicTransform]:
+    return [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
+
+
+def _medlitenet_augmentations(h: int, w: int) -> list[A.BasicTransform]:
+    # The paper names the operations, not their ranges/probabilities: the values are ours.
+    return [
+        A.RandomResizedCrop(size=(h, w), scale=(0.5, 1.0), ratio=(0.75, 1.333),
+                            interpolation=cv2.INTER_LINEAR, mask_interpolation=_MASK_NN),
+        *_flips(),
+        A.Rotate(limit=(-30, 30), interpolation=cv2.INTER_LINEAR, mask_interpolation=_MASK_NN, p=0.5, **_BORDER),
+        A.ElasticTransform(alpha=30, sigma=6, interpolation=cv2.INTER_LINEAR, mask_interpolation=_MASK_NN,
+                           p=0.2, **_BORDER),
+        A.Affine(scale=(0.9, 1.1), translate_percent=(-0.0625, 0.0625), interpolation=cv2.INTER_LINEAR,
+                 mask_interpolation=_MASK_NN, p=0.5, **_BORDER),
+        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
+        A.CLAHE(clip_limit=(1, 4), p=0.2),
+        A.RandomGamma(gamma_limit=(80, 120), p=0.3),
+        A.GaussNoise(std_range=(0.01, 0.05), p=0.2),
+        A.GaussianBlur(blur_limit=(3, 5), p=0.2),
+    ]
+
+
+def _slsnet_augmentations(h: int, w: int) -> list[A.BasicTransform]:
+    # The paper's offline set: flips, gamma in {0.5, 1.0, 1.5}, CLAHE clip limit in [1, 2].
+    # albumentations' gamma_limit is in percent (50 -> gamma 0.5).
+    return [
+        *_flips(),
+        A.OneOf([A.RandomGamma(gamma_limit=(g, g), p=1.0) for g in (50, 100, 150)], p=1.0),
+        A.CLAHE(clip_limit=(1, 2), p=0.5),
+    ]
+
+
+def _scsonet_augmentations(h: int, w: int) -> list[A.BasicTransform]:
+    # "vertical flip, horizontal flip, and random rotation": full-circle rotation is our reading.
+    return [*_flips(), A.Rotate(limit=(-180, 180), interpolation=cv2.INTER_LINEAR,
+                                mask_interpolation=_MASK_NN, p=0.5, **_BORDER)]
+
+
+def _unet_aksoy_augmentations(h: int, w: int) -> list[A.BasicTransform]:
+    # "rotation, flipping, and zooms": Keras-style ranges (rotation 20 deg, zoom 0.8-1.2) are ours.
+    return [*_flips(), A.Affine(scale=(0.8, 1.2), rotate=(-20, 20), interpolation=cv2.INTER_LINEAR,
+                                mask_interpolation=_MASK_NN, p=0.8, **_BORDER)]
+
+
+def _no_augmentations(h: int, w: int) -> list[A.BasicTransform]:
+    return []
+
+
+@dataclass(frozen=True)
+class PresetSpec:
+    """One preset, read by training transforms and by inference alike: default working size (H, W),
+    normalisation, training-only augmentations (applied to uint8 images before resize + normalisation)."""
+
+    size: tuple[int, int]
+    description: str
+    normalisation: Normalisation
+    augmentations: Callable[[int, int], list[A.BasicTransform]] = _no_augmentations
+
+
+PRESET_SPECS: dict[str, PresetSpec] = {
+    "none": PresetSpec((256, 256), "resize, scale to [0, 1]; no augmentation", X_255),
+    "lanet": PresetSpec((224, 224), "LANET: resize 224, scale to [0, 1]; no augmentation named in the paper", X_255),
+    "medlitenet": PresetSpec(
+        (512, 512), "MedLiteNet: crop-resize, flips, rotation, elastic, affine, colour, CLAHE, gamma, noise/blur; "
+                    "ImageNet normalisation",
+        Normalisation("mean_std", "(x / 255 - mean) / std per RGB channel", IMAGENET_MEAN, IMAGENET_STD),
+        _medlitenet_augmentations),
+    "slsnet": PresetSpec(
+        (128, 128), "SLSNet: flips, gamma 0.5/1.0/1.5, CLAHE clip 1-2, 128x128; scale to [-1, 1]",
+        Normalisation("mean_std", "(x / 255 - 0.5) / 0.5, i.e. [-1, 1]", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        _slsnet_augmentations),
+    # Standardising before min-max (as some code in this family does) would not change the result:
+    # min-max scaling is invariant to affine maps.
+    "scsonet": PresetSpec((256, 256), "SCSONet: flips + random rotation, 256x256; per-image min-max to [0, 1]",
+                          Normalisation("min_max", "(x - min) / (max - min) over the whole image"),
+                          _scsonet_augmentations),
+    "unet_aksoy": PresetSpec((128, 128), "U-Net (Aksoy): rotation, flips, zoom; x / 255", X_255,
+                             _unet_aksoy_augmentations),
+}
+PRESETS: tuple[str, ...] = tuple(PRESET_SPECS)
+# name -> (default (H, W), one-line description)
+PRESET_INFO: dict[str, tuple[tuple[int, int], str]] = {k: (v.size, v.description) for k, v in PRESET_SPECS.items()}
+DEFAULT_SIZES: dict[str, tuple[int, int]] = {k: v.size for k, v in PRESET_SPECS.items()}
 
 
 def build_transforms(
@@ -155,14 +206,15 @@ def build_transforms(
 
     `seed` seeds albumentations' own random state (default: derived from torch's initial seed).
     """
-    if preset not in PRESET_INFO:
+    if preset not in PRESET_SPECS:
         raise ValueError(f"augment preset {preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
     h, w = (int(v) for v in (image_size if image_size is not None else DEFAULT_SIZES[preset]))
     if h < 1 or w < 1:
         raise ValueError(f"image_size: height and width must be positive, got {image_size}")
-    ops: list[A.BasicTransform] = _augmentations(preset, h, w) if train else []
+    spec = PRESET_SPECS[preset]
+    ops: list[A.BasicTransform] = spec.augmentations(h, w) if train else []
     # The final resize is a no-op after RandomResizedCrop, and the only geometry in evaluation.
-    ops += [_resize(h, w), _normalise(preset), BinarizeMask(), ToTensorV2()]
+    ops += [_resize(h, w), spec.normalisation.transform(), BinarizeMask(), ToTensorV2()]
     if seed is None:
         seed = torch.initial_seed() % 2**32
     return A.Compose(ops, seed=seed)

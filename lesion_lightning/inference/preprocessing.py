@@ -6,21 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from lesion_lightning.data.sizes import size_or_none
-from lesion_lightning.data.transforms import DEFAULT_SIZES, IMAGENET_MEAN, IMAGENET_STD, PRESETS, build_transforms
+from lesion_lightning.data.transforms import DEFAULT_SIZES, PRESET_SPECS, PRESETS, build_transforms
 
 
 def normalisation_info(preset: str) -> dict[str, Any]:
-    """How a preset normalises images (for model cards and deployment outside Python)."""
-    if preset == "medlitenet":
-        return {"preset": preset, "kind": "mean_std", "scale": 1 / 255, "mean": list(IMAGENET_MEAN),
-                "std": list(IMAGENET_STD), "formula": "(x / 255 - mean) / std per RGB channel"}
-    if preset == "slsnet":
-        return {"preset": preset, "kind": "mean_std", "scale": 1 / 255, "mean": [0.5] * 3, "std": [0.5] * 3,
-                "formula": "(x / 255 - 0.5) / 0.5, i.e. [-1, 1]"}
-    if preset == "scsonet":
-        return {"preset": preset, "kind": "min_max", "formula": "(x - min) / (max - min) over the whole image"}
-    return {"preset": preset, "kind": "mean_std", "scale": 1 / 255, "mean": [0.0] * 3, "std": [1.0] * 3,
-            "formula": "x / 255"}
+    """How a preset normalises images (for model cards and deployment outside Python): its `PresetSpec`'s
+    normalisation, the same object the training transforms are built from."""
+    return {"preset": preset, **PRESET_SPECS[preset].normalisation.as_dict()}
 
 
 @dataclass(frozen=True)
