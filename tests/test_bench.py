@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lesion_lightning.cli import main
-from lesion_lightning.commands import bench
+from lesion_lightning.evaluation import bench
 
 PAPERS = Path(__file__).resolve().parent.parent.parent / "shared" / "papers"
 SLSNET_TXT = PAPERS / "002_0b47992e26efa902.txt"

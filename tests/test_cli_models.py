@@ -121,3 +121,23 @@ def test_complexity_bad_options(capsys: pytest.CaptureFixture) -> None:
     assert rc == 2 and "no_such_model" in err
     rc, _, err = _run(capsys, "complexity", "lanet", "--arg", "bogus=1")
     assert rc == 2 and "--arg" in err and "bogus" in err
+
+
+def test_one_cost_report_behind_models_complexity_bench_and_the_runner(capsys: pytest.CaptureFixture) -> None:
+    """`models`, `complexity`, `bench` and the table runner report the same counts (one measuring function)."""
+    from lesion_lightning.evaluation.bench import bench_model
+    from lesion_lightning.experiments.runner import _cost_metrics
+    from lesion_lightning.utils.complexity import LatencySettings, measure_registered
+
+    _, out, _ = _run(capsys, "models", "--json", "--names", "egeunet")
+    (row,) = json.loads(out)
+    _, out, _ = _run(capsys, "complexity", "egeunet", "--json")
+    single = json.loads(out)
+    size = row["input_size"][1]
+    table = _cost_metrics("egeunet", size, {}, timing=True)
+    (bench,) = bench_model("egeunet", [size], LatencySettings(repeats=2, warmup=0))
+    report = measure_registered("egeunet", latency=LatencySettings(repeats=2, warmup=0))
+    assert row["params"] == single["params"] == bench["params"] == table["params"] == report.params
+    assert row["macs"] == single["macs"] == bench["macs"] == round(table["macs_g"] * 1e9) == report.macs
+    assert single["layers"] == table["layers"] == report.layers > 0
+    assert len(report.latency.times_ms) == 2 and table["ms"] > 0 and bench["median_ms"] > 0

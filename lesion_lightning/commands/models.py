@@ -35,31 +35,17 @@ def _select(names_opt: str | None) -> list[str]:
     return wanted
 
 
-def measure_model(name: str) -> dict[str, Any]:
-    """Build `name` with its defaults and count it at its paper input size."""
-    import torch
-
-    from lesion_lightning.models import create_model, get_model_spec
-    from lesion_lightning.utils.complexity import measure_complexity
+def model_row(name: str) -> dict[str, Any]:
+    """One row: the registry's facts about `name` and its cost report at its paper input size."""
+    from lesion_lightning.models import get_model_spec
+    from lesion_lightning.utils.complexity import measure_registered
 
     spec = get_model_spec(name)
-    row: dict[str, Any] = {
-        "name": name,
-        "params": None,
-        "input_size": list(spec.input_size),
-        "macs": None,
-        "flops": None,
-        "paper": dict(spec.paper),
-        "trainable_params": None,
-        "memory_mb": None,
-        "preset": spec.preset,
-        "num_classes": spec.num_classes,
-        "description": spec.description,
-    }
+    row: dict[str, Any] = {"name": name, "params": None, "input_size": list(spec.input_size), "macs": None,
+                           "flops": None, "paper": dict(spec.paper), "trainable_params": None, "memory_mb": None,
+                           "preset": spec.preset, "num_classes": spec.num_classes, "description": spec.description}
     try:
-        model = create_model(name)
-        with torch.no_grad():
-            c = measure_complexity(model, spec.input_size)
+        c = measure_registered(name)
     except Exception as err:  # one broken model must not hide the others
         row["error"] = f"{type(err).__name__}: {err}"
         return row
@@ -133,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         task = progress.add_task("measuring", total=len(names))
         for name in names:
             progress.update(task, description=f"measuring {name}")
-            rows.append(measure_model(name))
+            rows.append(model_row(name))
             progress.advance(task)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))

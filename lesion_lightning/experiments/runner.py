@@ -331,7 +331,7 @@ def run_job(job: Job, logger: str = "none") -> dict[str, float]:
     run_dir = Path(job.run_dir)
     _mark(job, "running", started=time.time())
     if job.kind in ("complexity", "efficiency"):
-        result = measure_model(job.model or "", job.size or 224, json.loads(job.options[0]) if job.options else {},
+        result = _cost_metrics(job.model or "", job.size or 224, json.loads(job.options[0]) if job.options else {},
                                timing=job.kind == "efficiency")
         metrics_path = run_dir / "metrics.json"
         metrics_path.write_text(json.dumps({"test": result}, indent=2))
@@ -362,33 +362,17 @@ def run_job(job: Job, logger: str = "none") -> dict[str, float]:
     return result
 
 
-def measure_model(model: str, size: int, model_kwargs: dict[str, Any], timing: bool = False,
-                  repeats: int = 10, warmup: int = 3) -> dict[str, float]:
-    """Params (M), layers (leaf modules), memory MB (float32 params), GFLOPs, MACs (G); with `timing`,
-    CPU latency (median ms over `repeats` after `warmup` passes, batch 1) and FPS."""
-    import torch
+def _cost_metrics(model: str, size: int, model_kwargs: dict[str, Any], timing: bool = False) -> dict[str, float]:
+    """The model cost report (`utils.complexity.measure_registered`) in a table's units: params (M), layers
+    (leaf modules), memory MB, GFLOPs, MACs (G); with `timing`, CPU latency (median ms over 10 passes after 3
+    warm-up ones, batch 1) and FPS."""
+    from lesion_lightning.utils.complexity import LatencySettings, measure_registered
 
-    from lesion_lightning.models.registry import create_model, get_model_spec
-    from lesion_lightning.utils.complexity import measure_complexity
-
-    spec = get_model_spec(model)
-    net = create_model(model, **model_kwargs).eval()
-    shape = (spec.input_size[0], size, size)
-    c = measure_complexity(net, shape)
-    out = {"params_m": c.params / 1e6, "layers": float(sum(1 for m in net.modules() if not list(m.children()))),
-           "memory_mb": c.memory_mb, "gflops": c.flops / 1e9, "macs_g": c.macs / 1e9, "params": float(c.params)}
-    if timing:
-        x = torch.zeros(1, *shape)
-        times = []
-        with torch.no_grad():
-            for i in range(warmup + repeats):
-                t0 = time.perf_counter()
-                net(x)
-                if i >= warmup:
-                    times.append(time.perf_counter() - t0)
-        times.sort()
-        ms = times[len(times) // 2] * 1000.0
-        out.update({"ms": ms, "fps": 1000.0 / ms})
+    c = measure_registered(model, (size, size), model_kwargs, LatencySettings(repeats=10, warmup=3) if timing else None)
+    out = {"params_m": c.params / 1e6, "layers": float(c.layers), "memory_mb": c.memory_mb, "gflops": c.flops / 1e9,
+           "macs_g": c.macs / 1e9, "params": float(c.params)}
+    if c.latency is not None:
+        out.update({"ms": c.latency.median_ms, "fps": c.latency.fps})
     return out
 
 
