@@ -16,6 +16,9 @@ from lesion_lightning import __version__
 # LightningCLI subcommands; they take --config/--model.x/--data.x/--trainer.x options.
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
+PREDICT_HELP = ("predict --ckpt RUN_OR_CKPT --input FILE_OR_DIR --output DIR: masks, overlays and a CSV for "
+                "image files (with --config: LightningCLI `predict`)")
+
 # name -> (module under lesion_lightning.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "check-data": ("check_data", "validate a dataset folder and summarise it"),
@@ -49,15 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lesion-lightning",
         description="Train, evaluate, compare and reproduce lightweight skin-lesion segmentation models.",
         epilog="Training: lesion-lightning {fit,validate,test,predict} --config experiments/<...>.yaml "
-        "(run `lesion-lightning fit --help` for every option; --debug shows a failure's traceback).",
+        "(run `lesion-lightning fit --help` for every option; --debug shows a failure's traceback). "
+        "Your images: lesion-lightning predict --ckpt RUN_OR_CKPT --input FILE_OR_DIR --output DIR.",
     )
     parser.add_argument("--version", action="version", version=f"lesion-lightning {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in LIGHTNING_SUBCOMMANDS:
-        sub.add_parser(name, help=f"LightningCLI `{name}` (see `lesion-lightning {name} --help`)", add_help=False)
+        sub.add_parser(name, help=PREDICT_HELP if name == "predict" else
+                       f"LightningCLI `{name}` (see `lesion-lightning {name} --help`)", add_help=False)
     for name, (module, help_text) in _available_commands().items():
         mod = importlib.import_module(f"lesion_lightning.commands.{module}")
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        options = {"prog": f"{parser.prog} predict", "epilog": "With --config, `predict` is LightningCLI's "
+                   "(`lesion-lightning predict --config FILE --help`)."} if name == "predict-images" else {}
+        p = sub.add_parser(name, help=help_text, description=help_text, **options)
         mod.configure(p)
         p.set_defaults(_run=mod.run)
     return parser
@@ -93,8 +100,9 @@ def run_training(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `predict --ckpt RUN_OR_CKPT --input ...` (no --config) predicts image files; `predict --config` is LightningCLI's.
-    if argv[:1] == ["predict"] and any(a == "--ckpt" or a.startswith("--ckpt=") for a in argv) \
-            and not any(a == "--config" or a.startswith("--config=") for a in argv):
+    # `predict --help` without --config shows that form too (LightningCLI's with --config).
+    if argv[:1] == ["predict"] and not any(a == "--config" or a.startswith("--config=") for a in argv) \
+            and any(a in ("--ckpt", "-h", "--help") or a.startswith("--ckpt=") for a in argv):
         argv[0] = "predict-images"
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
         return run_training(argv)

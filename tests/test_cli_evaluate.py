@@ -143,3 +143,38 @@ def test_missing_predictions_size_mismatch_and_duplicates_are_clear_errors(ham10
 
     assert main(["evaluate", "--pred", str(tmp_path / "nope"), "--gt", str(gt_dir)]) == 1
     assert "prediction folder not found" in capsys.readouterr().err
+
+
+def test_gt_may_be_a_flat_dataset_folder_as_for_predict(ham10000_root, ph2_root, tmp_path, capsys):
+    """One rule for `evaluate --gt` and `predict --gt`: a folder with images beside their masks (flat ISIC) or
+    PH2's tree reads its masks only."""
+    masks = sorted(_gt_dir(ham10000_root).glob("*_segmentation.png"))[:3]
+    flat, pred_dir = tmp_path / "isic", tmp_path / "pred"
+    flat.mkdir()
+    pred_dir.mkdir()
+    for m in masks:
+        image_id = m.name.replace("_segmentation.png", "")
+        shutil.copy(ham10000_root / "HAM10000_images_part_1" / f"{image_id}.jpg", flat / f"{image_id}.jpg")
+        shutil.copy(m, flat / m.name)
+        shutil.copy(m, pred_dir / f"{image_id}.png")  # perfect predictions
+    out = _evaluate_json(capsys, "--pred", str(pred_dir), "--gt", str(flat))
+    assert out["num_images"] == 3 and out["pooled"]["dice"] == 1.0
+    ph2_masks = sorted(ph2_root.rglob("*_lesion.bmp"))
+    ph2_pred = tmp_path / "ph2_pred"
+    ph2_pred.mkdir()
+    for m in ph2_masks:
+        Image.open(m).convert("L").point(lambda v: 255 if v else 0).save(ph2_pred / f"{m.stem}.png")
+    out = _evaluate_json(capsys, "--pred", str(ph2_pred), "--gt", str(ph2_root))
+    assert out["num_images"] == len(ph2_masks) > 0 and out["pooled"]["dice"] == 1.0
+
+
+def test_missing_zero_with_no_matching_prediction_warns(ham10000_root, tmp_path, capsys):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir()
+    pred_dir.mkdir()
+    for m in sorted(_gt_dir(ham10000_root).glob("*_segmentation.png"))[:2]:
+        shutil.copy(m, gt_dir / m.name)
+        shutil.copy(m, pred_dir / f"other_{m.name}")  # ids that match nothing
+    assert main(["evaluate", "--pred", str(pred_dir), "--gt", str(gt_dir), "--missing", "zero", "--json"]) == 0
+    err = capsys.readouterr().err
+    assert "no prediction in --pred" in err and "empty prediction" in err

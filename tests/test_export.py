@@ -178,3 +178,12 @@ def test_export_failure_is_loud(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="does not reproduce PyTorch"):
         export_loaded(_fresh("simple_unet", 32), "onnx", out)
     assert not out.exists()
+
+
+def test_export_output_defaults_under_results(tiny_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--ckpt", str(tiny_run), "--format", "safetensors"]) == 0
+    expected = Path("results") / "export" / f"{tiny_run.name}.safetensors"
+    assert (tmp_path / expected).is_file() and (tmp_path / expected.with_suffix(".json")).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # nothing dropped in the working folder
+    assert str(expected) in capsys.readouterr().out

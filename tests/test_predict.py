@@ -258,3 +258,85 @@ def test_saved_masks_and_metrics_agree_at_the_threshold(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", "--pred", str(out), "--gt", str(gts), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["pooled"]["dice"] == pytest.approx(dice)
+
+
+def _flat_isic_folder(ham10000_root: Path, folder: Path, n: int = 3) -> tuple[list[Path], list[Path]]:
+    """A flat ISIC-style folder: n images beside their `_segmentation.png` masks."""
+    folder.mkdir()
+    images = sorted((ham10000_root / "HAM10000_images_part_1").glob("*.jpg"))[:n]
+    masks_src = ham10000_root / "HAM10000_segmentations_lesion_tschandl"
+    for p in images:
+        (folder / p.name).write_bytes(p.read_bytes())
+        (folder / f"{p.stem}_segmentation.png").write_bytes((masks_src / f"{p.stem}_segmentation.png").read_bytes())
+    return sorted(folder.glob("*.jpg")), sorted(folder.glob("*_segmentation.png"))
+
+
+def test_predict_never_writes_into_its_inputs_nor_over_existing_files(tiny_run, ham10000_root, tmp_path, capsys):
+    images, masks = _flat_isic_folder(ham10000_root, tmp_path / "isic")
+    before = {p: p.read_bytes() for p in masks}
+    # --output equal to the input folder, or above it: refused, the ground truth untouched
+    for output in (tmp_path / "isic", tmp_path):
+        rc = main(["predict", "--ckpt", str(tiny_run), "--input", str(tmp_path / "isic"), "--output", str(output),
+                   "--no-progress", "--overwrite"])
+        assert rc == 2 and "holds input files" in capsys.readouterr().err
+    # the ground-truth folder inside --output counts as an input too
+    rc = main(["predict", "--ckpt", str(tiny_run), "--input", str(images[0]), "--gt", str(tmp_path / "isic"),
+               "--output", str(tmp_path), "--no-progress"])
+    assert rc == 2 and "holds input files" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in masks} == before
+    # a second run into the same folder: refused without --overwrite, nothing replaced
+    out = tmp_path / "pred"
+    argv = ["predict", "--ckpt", str(tiny_run), "--input", str(images[0]), "--output", str(out), "--no-progress"]
+    assert main(argv) == 0
+    written = out / f"{images[0].stem}_segmentation.png"
+    written.write_bytes(b"a file predict did not create")
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and written.name in err
+    assert written.read_bytes() == b"a file predict did not create"
+    assert main([*argv, "--overwrite"]) == 0 and written.read_bytes().startswith(b"\x89PNG")
+
+
+def test_predict_on_a_flat_folder_of_images_and_masks_predicts_the_images_only(tiny_run, ham10000_root, tmp_path,
+                                                                              capsys):
+    images, masks = _flat_isic_folder(ham10000_root, tmp_path / "isic")
+    out = tmp_path / "pred"
+    assert main(["predict", "--ckpt", str(tiny_run), "--input", str(tmp_path / "isic"), "--output", str(out),
+                 "--gt", str(tmp_path / "isic"), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert f"left out {len(masks)} mask file(s)" in captured.err and f"predicted {len(images)} image(s)" in captured.out
+    rows = _csv_rows(out / "predictions.csv")
+    assert set(rows) == {p.stem for p in images}  # no prediction of a mask, and each image found its mask
+    assert all(row["dice"] != "" for row in rows.values())
+    assert sorted(out.glob("*_segmentation.png")) == sorted(out / f"{p.stem}_segmentation.png" for p in images)
+
+
+def test_mask_statistics_report_the_largest_component_beside_the_totals():
+    from lesion_lightning.inference.images import mask_statistics
+
+    mask = np.zeros((100, 120), np.uint8)
+    mask[40:60, 50:80] = 1  # the lesion, 20 x 30
+    mask[2, 3] = 1  # stray blobs far away
+    mask[95:97, 110:112] = 1
+    stats = mask_statistics(mask)
+    assert stats["lesion_area_px"] == 600 + 1 + 4 and stats["components"] == 3
+    assert (stats["bbox_x"], stats["bbox_y"], stats["bbox_w"], stats["bbox_h"]) == (3, 2, 109, 95)
+    assert stats["largest_area_px"] == 600
+    assert (stats["largest_bbox_x"], stats["largest_bbox_y"], stats["largest_bbox_w"], stats["largest_bbox_h"]) == (
+        50, 40, 30, 20)
+    empty = mask_statistics(np.zeros((4, 4), np.uint8))
+    assert empty["components"] == 0 and empty["largest_area_px"] == ""
+
+
+def test_predict_help_shows_the_image_form(capsys):
+    """`predict --help` and `lesion-lightning --help` show the README's --ckpt/--input/--output form."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: lesion-lightning predict") and "--ckpt RUN_OR_CKPT" in out and "--input" in out
+    assert len(out.splitlines()) < 60  # not LightningCLI's 300-line help
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "predict --ckpt RUN_OR_CKPT --input FILE_OR_DIR --output DIR" in " ".join(capsys.readouterr().out.split())

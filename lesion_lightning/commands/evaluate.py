@@ -49,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if not any(r["pred_file"] for r in rows):
+        print(f"warning: no prediction in --pred {args.pred} matches a ground-truth id of --gt {args.gt}: every "
+              "image was scored as an empty prediction (check the folders and their file names)", file=sys.stderr)
     values = {k: float(v) for k, v in metric.compute().items()}
     if args.csv is not None:
         write_per_image_csv(args.csv, rows)

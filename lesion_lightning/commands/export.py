@@ -10,14 +10,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from lesion_lightning.inference.export import DEFAULT_OPSET, FORMATS, TOLERANCE
+from lesion_lightning.inference.export import DEFAULT_OPSET, DEFAULT_OUTPUT_ROOT, FORMATS, TOLERANCE
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, metavar="RUN_OR_CKPT", help="run folder or .ckpt file")
     parser.add_argument("--format", required=True, choices=FORMATS, help="export format")
-    parser.add_argument("--output", required=True, type=Path, metavar="FILE",
-                        help="output file (the model card goes beside it as <stem>.json)")
+    parser.add_argument("--output", type=Path, default=None, metavar="FILE",
+                        help=f"output file; the model card goes beside it as <stem>.json (default "
+                        f"{DEFAULT_OUTPUT_ROOT}/<run name>.onnx|.pt|.safetensors)")
     parser.add_argument("--size", default=None, metavar="N|HxW",
                         help="input size of the export/verification (default: the run's working size)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
@@ -29,13 +30,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lesion_lightning.inference import CheckpointError, load_task
-    from lesion_lightning.inference.export import ExportError, export_loaded, parse_size
+    from lesion_lightning.inference.export import ExportError, default_output, export_loaded, parse_size
 
     try:
         size = parse_size(args.size)
         loaded = load_task(args.ckpt, trust_checkpoint=args.trust_checkpoint)
-        card, card_path = export_loaded(loaded, args.format, args.output, size, opset=args.opset,
-                                        tolerance=args.tolerance)
+        output = args.output or default_output(loaded, args.format)
+        card, card_path = export_loaded(loaded, args.format, output, size, opset=args.opset, tolerance=args.tolerance)
     except (CheckpointError, ExportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     spatial = info.get("spatial")
     print(f"exported {loaded.model_name} ({card['params']:,} params, {card['gmacs']} GMACs at "
-          f"{card['input']['export_size'][0]}x{card['input']['export_size'][1]}) to {args.output} [{args.format}"
+          f"{card['input']['export_size'][0]}x{card['input']['export_size'][1]}) to {output} [{args.format}"
           f"{', ' + spatial + ' spatial size' if spatial else ''}]")
     print(f"verified against PyTorch: max abs diff {diffs} (tolerance {args.tolerance:g})")
     print(f"model card: {card_path}")

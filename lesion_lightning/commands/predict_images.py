@@ -30,6 +30,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recursive", action="store_true", help="search input folders recursively")
     parser.add_argument("--no-overlay", action="store_true", help="write masks and the CSV only")
     parser.add_argument("--workers", type=int, default=2, help="decode/write threads (default 2)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace files of an earlier run in --output (default: refuse to overwrite any file)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from lesion_lightning.data.errors import DataError
     from lesion_lightning.inference import CheckpointError
     from lesion_lightning.inference.files import collect_inputs
-    from lesion_lightning.inference.images import predict_files
+    from lesion_lightning.inference.images import OutputError, predict_files
     from lesion_lightning.inference.predictor import open_predictor
 
     problem = _option_error(args)
@@ -85,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{predictor.describe()}; {len(files)} image(s)")
     try:
         report = predict_files(predictor, files, args.output, batch_size=args.batch_size, gt_dir=args.gt,
-                               overlay=not args.no_overlay, workers=args.workers, progress=not args.no_progress)
-    except DataError as exc:
+                               overlay=not args.no_overlay, workers=args.workers, progress=not args.no_progress,
+                               overwrite=args.overwrite)
+    except (DataError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _print_report(report, args)

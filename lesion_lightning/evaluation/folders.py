@@ -2,7 +2,11 @@
 
 Files are matched by image id: the file name without extension and without a trailing
 `_segmentation` (ISIC), `_lesion` (PH2) or `_mask`, so `ISIC_0000001_segmentation.png` and
-`ISIC_0000001.png` match each other; any image extension is accepted on both sides. Scoring uses
+`ISIC_0000001.png` match each other; any image extension is accepted on both sides. The ground-truth
+folder is read with the rule of `predict --gt` (`lesion_lightning.inference.files.index_masks`): searched
+recursively, and where it holds files named like masks only those are ground truth, so a dataset folder
+with its images beside their masks (flat ISIC, PH2) works. Every image file of the (flat) prediction
+folder is a prediction. Scoring uses
 `SegmentationMetrics`, the same code as training, hence the ISIC scorer's per-image conventions.
 
 Ground truths are read with `load_mask` (strictly binary, any encoding). A two-valued prediction is
@@ -17,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lesion_lightning.data.errors import DataError
-from lesion_lightning.inference.files import image_id
+from lesion_lightning.inference.files import index_masks
 
 if TYPE_CHECKING:  # torch/torchmetrics are imported when scoring runs: `--help` stays fast
     import numpy as np
@@ -28,23 +32,6 @@ JSON_POOLED = ("dice", "iou", "sensitivity", "specificity", "accuracy")
 JSON_PER_IMAGE = ("dice", "iou", "sensitivity", "specificity", "accuracy", "thresholded_jaccard")
 CSV_COLUMNS = ("id", "gt_file", "pred_file", "dice", "iou", "sensitivity", "specificity", "accuracy",
                "precision", "thresholded_jaccard", "tp", "fp", "tn", "fn")
-
-
-def index_folder(folder: Path, role: str) -> dict[str, Path]:
-    """image id -> file for the image files of a folder; two files with one id are an error."""
-    from lesion_lightning.data.io import IMAGE_EXTENSIONS
-
-    if not folder.is_dir():
-        raise DataError(folder, f"{role} folder not found")
-    out: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
-        key = image_id(path)
-        if key in out:
-            raise DataError(path, f"two {role} files for image id {key!r}: {out[key].name} and {path.name}")
-        out[key] = path
-    return out
 
 
 def _read_prediction(path: Path, threshold: int) -> np.ndarray:
@@ -76,10 +63,10 @@ def evaluate_folders(pred_dir: Path, gt_dir: Path, threshold: int = 128, missing
 
     if not 0 <= threshold <= 254:
         raise ValueError(f"--threshold must be a grey level in [0, 254], got {threshold}")
-    gts = index_folder(gt_dir, "ground-truth")
+    gts = index_masks(gt_dir, "ground-truth")
     if not gts:
         raise DataError(gt_dir, f"no ground-truth masks ({', '.join(IMAGE_EXTENSIONS)}) found")
-    preds = index_folder(pred_dir, "prediction")
+    preds = index_masks(pred_dir, "prediction", recursive=False, mask_names=False)
     absent = [k for k in gts if k not in preds]
     if absent and missing == "error":
         shown = ", ".join(gts[k].name for k in absent[:5]) + (" ..." if len(absent) > 5 else "")

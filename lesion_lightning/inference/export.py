@@ -45,8 +45,10 @@ if TYPE_CHECKING:
     from lesion_lightning.inference.checkpoint import LoadedTask
 
 FORMATS = ("onnx", "torchscript", "safetensors")
+DEFAULT_OUTPUT_ROOT = Path("results") / "export"
 DEFAULT_EXTENSIONS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
-__all__ = ["DEFAULT_OPSET", "FORMATS", "TOLERANCE", "ExportError", "export_loaded", "model_card", "parse_size"]
+__all__ = ["DEFAULT_OPSET", "DEFAULT_OUTPUT_ROOT", "FORMATS", "TOLERANCE", "ExportError", "default_output",
+           "export_loaded", "model_card", "parse_size"]
 
 
 def parse_size(value: str | int | None) -> tuple[int, int] | None:
@@ -185,13 +187,20 @@ def model_card(loaded: LoadedTask, size: tuple[int, int], export_info: dict[str,
     }
 
 
-def export_loaded(loaded: LoadedTask, fmt: str, output: Path, size: tuple[int, int] | None = None, *,
+def default_output(loaded: LoadedTask, fmt: str) -> Path:
+    """results/export/<run name>.<extension> (the checkpoint's stem without a run folder): never the
+    working directory's root."""
+    name = loaded.run_dir.name if loaded.run_dir is not None else loaded.checkpoint_path.stem
+    return DEFAULT_OUTPUT_ROOT / f"{name}{DEFAULT_EXTENSIONS[fmt]}"
+
+
+def export_loaded(loaded: LoadedTask, fmt: str, output: Path | None = None, size: tuple[int, int] | None = None, *,
                   opset: int = DEFAULT_OPSET, tolerance: float = TOLERANCE) -> tuple[dict[str, Any], Path]:
-    """Export a loaded task; returns (model card, card path)."""
+    """Export a loaded task to `output` (default `default_output`); returns (model card, card path)."""
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     size = size or loaded.preprocessing.image_size
-    output = Path(output)
+    output = Path(output) if output is not None else default_output(loaded, fmt)
     if output.suffix.lower() == ".json":
         raise ExportError(f"--output {output}: .json is the model card's name; use e.g. {output.with_suffix(DEFAULT_EXTENSIONS[fmt])}")
     output.parent.mkdir(parents=True, exist_ok=True)

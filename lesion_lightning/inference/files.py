@@ -36,13 +36,20 @@ def image_files(folder: Path, recursive: bool = False) -> list[Path]:
 
 
 def collect_inputs(inputs: Iterable[Path], recursive: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """(image files in order, [(path, problem)] for inputs that are missing or not images)."""
+    """(image files in order, [(path, problem)] for inputs that are missing or not images).
+
+    A folder's files named like masks are left out (and reported), so that a dataset folder holding images
+    beside their masks predicts its images only; a file given by name is always taken."""
     files: list[Path] = []
     problems: list[tuple[Path, str]] = []
     for item in inputs:
         item = Path(item).expanduser()
         if item.is_dir():
-            images = [p for p in image_files(item, recursive) if not (recursive and looks_like_mask(p))]
+            found = image_files(item, recursive)
+            images = [p for p in found if not looks_like_mask(p)]
+            if len(images) < len(found):
+                problems.append((item, f"left out {len(found) - len(images)} mask file(s) (named *"
+                                       + ", *".join(MASK_SUFFIXES) + ")"))
             if not images:
                 problems.append((item, "folder holds no image files" + ("" if recursive else " (try --recursive)")))
             files += images
@@ -74,16 +81,23 @@ def assign_ids(files: list[Path]) -> list[str]:
     return ids
 
 
-def index_ground_truth(folder: Path) -> dict[str, Path]:
-    """image id -> mask file for every image file under `folder` (recursive)."""
+def index_masks(folder: Path, role: str = "--gt", recursive: bool = True, mask_names: bool = True) -> dict[str, Path]:
+    """image id -> mask file under `folder`: the one rule of `predict --gt` and `evaluate --gt` (and, with
+    `mask_names=False` and flat, of `evaluate --pred`, where every image file is a prediction).
+
+    Files named like masks (`<id>_segmentation.*`, `<id>_lesion.*`, `<id>_mask.*`) are the masks, so a
+    dataset folder with images beside their masks (flat ISIC, PH2's tree) works; in a folder with no such
+    file, every image file is a mask named by its id. Two masks for one id are an error naming both."""
     from lesion_lightning.data.errors import DataError
 
     if not folder.is_dir():
-        raise DataError(folder, "--gt folder not found")
+        raise DataError(folder, f"{role} folder not found")
+    files = image_files(folder, recursive)
+    masks = ([p for p in files if looks_like_mask(p)] or files) if mask_names else files
     out: dict[str, Path] = {}
-    for path in image_files(folder, recursive=True):
+    for path in masks:
         key = image_id(path)
-        # a file named like a mask wins over a plain <id>.png (e.g. an image beside its mask)
-        if key not in out or (looks_like_mask(path) and not looks_like_mask(out[key])):
-            out[key] = path
+        if key in out:
+            raise DataError(path, f"two {role} files for image id {key!r}: {out[key]} and {path}")
+        out[key] = path
     return out

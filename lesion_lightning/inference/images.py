@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from lesion_lightning.inference.files import assign_ids, image_id, index_ground_truth
+from lesion_lightning.inference.files import assign_ids, image_id, index_masks
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,12 +33,25 @@ if TYPE_CHECKING:
     from lesion_lightning.inference.predictor import Predictor
 
 CSV_COLUMNS = ("id", "file", "width", "height", "lesion_area_px", "lesion_area_pct", "equivalent_diameter_px",
-               "bbox_x", "bbox_y", "bbox_w", "bbox_h", "mean_probability", "dice", "iou")
+               "bbox_x", "bbox_y", "bbox_w", "bbox_h", "components", "largest_area_px", "largest_bbox_x",
+               "largest_bbox_y", "largest_bbox_w", "largest_bbox_h", "mean_probability", "dice", "iou")
+TABLES = ("predictions.csv", "skipped.csv")
+
+
+class OutputError(ValueError):
+    """An output folder `predict` must not write into (it holds the inputs, or files it did not create)."""
 
 
 # -- per-image statistics ----------------------------------------------------------------------------
+def _box(x: int, y: int, w: int, h: int, prefix: str = "") -> dict[str, int]:
+    return {f"{prefix}bbox_x": int(x), f"{prefix}bbox_y": int(y), f"{prefix}bbox_w": int(w), f"{prefix}bbox_h": int(h)}
+
+
 def mask_statistics(mask: np.ndarray) -> dict[str, Any]:
-    """Area (px, %), equivalent diameter and bounding box of a binary (H, W) mask."""
+    """Of a binary (H, W) mask: the totals (area in px and %, equivalent diameter, bounding box of every
+    lesion pixel), the number of 8-connected components and the largest one's area and bounding box (stray
+    blobs make the total box cover much more than the lesion)."""
+    import cv2
     import numpy as np
 
     h, w = mask.shape
@@ -46,14 +59,17 @@ def mask_statistics(mask: np.ndarray) -> dict[str, Any]:
     stats: dict[str, Any] = {"width": w, "height": h, "lesion_area_px": area,
                              "lesion_area_pct": round(100.0 * area / (h * w), 4),
                              "equivalent_diameter_px": round(math.sqrt(4.0 * area / math.pi), 2)}
-    if area:
-        rows = np.flatnonzero(mask.any(axis=1))
-        cols = np.flatnonzero(mask.any(axis=0))
-        stats.update(bbox_x=int(cols[0]), bbox_y=int(rows[0]), bbox_w=int(cols[-1] - cols[0] + 1),
-                     bbox_h=int(rows[-1] - rows[0] + 1))
-    else:
-        stats.update(bbox_x="", bbox_y="", bbox_w="", bbox_h="")
-    return stats
+    if not area:
+        empty = ("bbox_x", "bbox_y", "bbox_w", "bbox_h", "largest_area_px", "largest_bbox_x", "largest_bbox_y",
+                 "largest_bbox_w", "largest_bbox_h")
+        return {**stats, **dict.fromkeys(empty, ""), "components": 0}
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    stats.update(_box(cols[0], rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1))
+    count, _, comp, _ = cv2.connectedComponentsWithStats((mask > 0).astype(np.uint8), connectivity=8)
+    largest = 1 + int(np.argmax(comp[1:, cv2.CC_STAT_AREA]))
+    x, y, bw, bh, largest_area = comp[largest]
+    return {**stats, "components": count - 1, "largest_area_px": int(largest_area), **_box(x, y, bw, bh, "largest_")}
 
 
 def overlap_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
@@ -220,15 +236,35 @@ def _write_tables(output: Path, rows: list[dict[str, Any]], skipped: list[tuple[
         skipped_csv.unlink()
 
 
+def check_output(output: Path, inputs: list[Path], ids: list[str], overlay: bool, overwrite: bool = False) -> None:
+    """Refuse (`OutputError`) an output folder holding any input (images or ground-truth masks), and, unless
+    `overwrite`, one where a file this run writes already exists: predict never replaces a file silently."""
+    out = output.expanduser().resolve()
+    inside = [p for p in inputs if out in p.resolve().parents]
+    if inside:
+        raise OutputError(f"--output {output}: the folder holds input files ({inside[0]}"
+                          f"{f' and {len(inside) - 1} more' if len(inside) > 1 else ''}), which predictions "
+                          "could replace; choose a folder outside the inputs")
+    names = [f"{i}_segmentation.png" for i in ids] + ([f"{i}_overlay.png" for i in ids] if overlay else [])
+    existing = [n for n in (*names, *TABLES) if (output / n).exists()]
+    if existing and not overwrite:
+        raise OutputError(f"--output {output}: {len(existing)} file(s) this run would write already exist "
+                          f"({', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''}); choose a new folder, "
+                          "or pass --overwrite to replace them")
+
+
 def predict_files(predictor: Predictor, files: list[Path], output: Path, *, batch_size: int = 4,
                   gt_dir: Path | None = None, overlay: bool = True, workers: int = 2,
-                  progress: bool = True) -> PredictReport:
-    """Predict every file into `output`; bad files are skipped and reported, never raised."""
+                  progress: bool = True, overwrite: bool = False) -> PredictReport:
+    """Predict every file into `output`; bad files are skipped and reported, never raised. The output folder
+    is checked first (`check_output`)."""
     from tqdm.auto import tqdm
 
+    gt_index = index_masks(gt_dir, "--gt") if gt_dir is not None else None
+    ids = assign_ids(files)
+    check_output(output, [*files, *(gt_index or {}).values()], ids, overlay, overwrite)
     output.mkdir(parents=True, exist_ok=True)
-    gt_index = index_ground_truth(gt_dir) if gt_dir is not None else None
-    items = [(i, key, path) for i, (key, path) in enumerate(zip(assign_ids(files), files))]
+    items = [(i, key, path) for i, (key, path) in enumerate(zip(ids, files))]
     gt_problems: list[str] = []
     started = time.perf_counter()
     workers = max(1, workers)
