@@ -299,3 +299,25 @@ def test_original_resolution(env, capsys, tmp_path):
     ref = json.loads(capsys.readouterr().out)
     for k, v in ref["pooled"].items():
         assert entry["all"]["pooled"][k] == pytest.approx(v, abs=1e-6)
+
+
+def test_missing_dataset_is_an_error_unless_synthetic_is_asked_for(env, capsys, tmp_path):
+    if sample_dataset_root("isic2018") is not None:
+        pytest.skip("an embedded ISIC 2018 sample exists here: nothing is missing")
+    argv = ["cross-eval", "--ckpt", str(env["run"]), "--datasets", "isic2018", "--cache", str(env["cache"])]
+    assert main([*argv, "--output", str(tmp_path / "refused"), "--json"]) == 1
+    captured = capsys.readouterr()
+    assert "--data-roots isic2018=DIR" in captured.err and "--synthetic" in captured.err
+    (entry,) = json.loads(captured.out)["results"]
+    assert "error" in entry and "all" not in entry
+    out = tmp_path / "synthetic"
+    assert main([*argv, "--synthetic", "--output", str(out), "--json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)["results"]
+    assert entry["data_source"] == "synthetic" and "SYNTHETIC" in entry["label"]
+    # marked in every output
+    assert json.loads((out / "cross_eval.json").read_text())["results"][0]["data_source"] == "synthetic"
+    with (out / "cross_eval.csv").open() as fh:
+        assert {r["data_source"] for r in csv.DictReader(fh)} == {"synthetic"}
+    with (out / "per_image_isic2018.csv").open() as fh:
+        assert {r["data_source"] for r in csv.DictReader(fh)} == {"synthetic"}
+    assert "ISIC 2018 (SYNTHETIC)" in (out / "cross_eval.md").read_text()

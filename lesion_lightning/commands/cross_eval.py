@@ -31,7 +31,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"test datasets, of {', '.join(TEST_DATASETS)} (default isic2017,isic2018,ph2)")
     parser.add_argument("--data-roots", default="", metavar="NAME=DIR,...",
                         help="dataset roots, e.g. isic2018=/data/isic2018,ph2=/data/PH2 (default: the embedded "
-                        "sample in ../shared/data, else a synthetic stand-in)")
+                        "sample in ../shared/data; a dataset with neither is an error unless --synthetic)")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="score a dataset with no root and no embedded sample on its synthetic stand-in "
+                        "(marked SYNTHETIC in every output)")
     parser.add_argument("--subsets", default=None, metavar="S,...",
                         help="official subsets of ISIC test datasets to use (train,val,test; default: all labelled)")
     parser.add_argument("--exclude-overlap", action="store_true",
@@ -74,7 +77,7 @@ def _evaluate(args: argparse.Namespace) -> tuple[list[dict], Path]:
         subsets=parse_subsets(args.subsets, "--subsets"), exclude_overlap=args.exclude_overlap,
         train_root=args.train_root, seen=parse_subsets(args.seen, "--seen"), resolution=args.resolution,
         batch_size=args.batch_size, device=args.device, tta=args.tta, cache=args.cache,
-        trust_checkpoint=args.trust_checkpoint)
+        trust_checkpoint=args.trust_checkpoint, synthetic=args.synthetic)
     if args.jobs is not None:
         return run_jobs(args.jobs, options, args.output, args.save_predictions)
     out = args.output or DEFAULT_OUTPUT_ROOT / default_name(args.ckpt)

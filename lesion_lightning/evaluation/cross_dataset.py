@@ -3,10 +3,11 @@ used by `lesion-lightning cross-eval`, its jobs files and the table runner's cro
 
 For each test dataset:
 
-1. its root: `data_roots[name]`, else the embedded sample in ../shared/data, else the synthetic
-   stand-in in that layout (generated once into the cache, as `LesionDataModule` does with
-   `root: null`); every labelled image of the dataset is used (`subsets` restricts ISIC datasets
-   to official subsets, e.g. `test`);
+1. its root: `data_roots[name]`, else the embedded sample in ../shared/data; else, only when asked for
+   (`synthetic`), the synthetic stand-in in that layout (generated once into the cache, as
+   `LesionDataModule` does with `root: null`), whose entry is marked SYNTHETIC in every output
+   (`data_source`); without it a dataset with no data is an error. Every labelled image of the dataset is
+   used (`subsets` restricts ISIC datasets to official subsets, e.g. `test`);
 2. the images it shares with the training set are found by id and by byte-identical image files
    (`lesion_lightning.data.overlap`). The training set is the run's `split.json` ids of the seen
    subsets (default `train`) under the run's dataset root (`train_root` overrides);
@@ -31,11 +32,12 @@ from lesion_lightning.data.errors import DataError
 from lesion_lightning.evaluation.cross_options import CrossEvalError, CrossEvalOptions
 from lesion_lightning.evaluation.folders import summary
 from lesion_lightning.evaluation.training_set import (
+    SYNTHETIC,
     TrainingSet,
     cache_dir_of,
-    default_root,
     resolve_training_set,
     test_records,
+    test_root,
 )
 
 
@@ -108,12 +110,6 @@ def _summary(values: dict[str, float] | None, num_images: int) -> dict[str, Any]
     return None if values is None else summary(values, num_images)
 
 
-def _test_root(dataset: str, options: CrossEvalOptions, cache_dir: Path) -> tuple[Path, str]:
-    if dataset in options.data_roots:
-        return options.data_roots[dataset], "--data-roots"
-    return default_root(dataset, cache_dir)
-
-
 def evaluate_dataset(predictor: Any, dataset: str, training: TrainingSet, options: CrossEvalOptions,
                      cache_dir: Path, save_dir: Path | None) -> dict[str, Any]:
     """One test dataset's entry of the document; a data problem is recorded as its `error`."""
@@ -121,8 +117,10 @@ def evaluate_dataset(predictor: Any, dataset: str, training: TrainingSet, option
 
     entry: dict[str, Any] = {"dataset": dataset, "label": get_dataset_spec(dataset).label}
     try:
-        root, source = _test_root(dataset, options, cache_dir)
-        entry.update(root=str(root), root_source=source)
+        root, source, data_source = test_root(dataset, options.data_roots, cache_dir, options.synthetic)
+        entry.update(root=str(root), root_source=source, data_source=data_source)
+        if data_source == SYNTHETIC:
+            entry["label"] += " (SYNTHETIC)"
         records, unlabelled = test_records(dataset, root, options.subsets)
         shared = find_overlap(training.records, records)
         scored = score_dataset(predictor, records, shared.ids_b, resolution=options.resolution,
@@ -131,7 +129,7 @@ def evaluate_dataset(predictor: Any, dataset: str, training: TrainingSet, option
             num_images=len(records), num_unlabelled_skipped=unlabelled,
             num_shared=len(shared.ids_b), num_unseen=scored["num_unseen"], overlap=shared.to_dict(),
             all=_summary(scored["all"], len(records)), unseen=_summary(scored["unseen"], scored["num_unseen"]),
-            per_image=scored["per_image"],
+            per_image=[{**row, "data_source": data_source} for row in scored["per_image"]],
         )
         entry["headline"] = entry["unseen" if options.exclude_overlap else "all"]
         if dataset == training.dataset:

@@ -56,7 +56,7 @@ def find_run(train_dataset: str, model: str | None, runs_root: Path) -> Path:
 
 
 JOB_KEYS = {"name", "run", "ckpt", "train_dataset", "model", "runs_root", "datasets", "data_roots", "subsets",
-            "exclude_overlap", "train_root", "seen", "resolution", "paper", "tta", "batch_size"}
+            "exclude_overlap", "train_root", "seen", "resolution", "paper", "tta", "batch_size", "synthetic"}
 
 
 def load_jobs(path: Path) -> dict[str, Any]:
@@ -98,7 +98,8 @@ def job_options(job: dict[str, Any], base: CrossEvalOptions, name: str) -> Cross
         over["seen"] = parse_subsets(job["seen"], f"{where} seen")
     if job.get("train_root"):
         over["train_root"] = Path(job["train_root"])
-    for key, cast in (("exclude_overlap", bool), ("resolution", str), ("batch_size", int), ("tta", bool)):
+    for key, cast in (("exclude_overlap", bool), ("resolution", str), ("batch_size", int), ("tta", bool),
+                      ("synthetic", bool)):
         if key in job:
             over[key] = cast(job[key])
     return dataclasses.replace(base, **over)
@@ -160,13 +161,14 @@ def headline_values(entry: dict[str, Any]) -> dict[str, float]:
 
 def score_table_job(ckpt: Path, dataset: str, root: Path | None, output: Path) -> dict[str, float]:
     """A results table's cross-dataset cell (`lesion-lightning reproduce`, e.g. LANET Table 9): `cross_evaluate`
-    of one trained checkpoint on one dataset, its outputs written into `output`; returns the headline scores.
-    No root: the dataset's embedded sample, else its synthetic stand-in (the smoke profile)."""
+    of one trained checkpoint on one dataset, its outputs written into `output`; returns the headline scores
+    with their `data_source`. No root (the smoke profile, whose tables say the data is not the paper's): the
+    dataset's embedded sample, else its synthetic stand-in."""
     options = CrossEvalOptions(datasets=[dataset], data_roots={dataset: root} if root is not None else {},
-                               device="auto")
+                               device="auto", synthetic=root is None)
     doc = cross_evaluate(ckpt, options)
     write_outputs(output, doc)
     entry = doc["results"][0]
     if "error" in entry:
         raise CrossEvalError(f"{dataset}: {entry['error']}")
-    return headline_values(entry)
+    return {**headline_values(entry), "data_source": entry["data_source"]}

@@ -32,6 +32,7 @@ class CrossEvalOptions:
     tta: bool = False
     cache: str | None = None
     trust_checkpoint: bool = False
+    synthetic: bool = False  # a test dataset with no root and no embedded sample: its synthetic stand-in
 
     def check(self) -> None:
         if self.resolution not in RESOLUTIONS:

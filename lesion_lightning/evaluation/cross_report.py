@@ -12,9 +12,9 @@ from typing import Any
 TABLE_METRICS = ("accuracy", "dice", "iou", "sensitivity", "specificity")
 CSV_COLUMNS = ("job", "dataset", "images", "num_images", "num_shared", "headline",
                *(f"{m}" for m in TABLE_METRICS), *(f"{m}_per_image" for m in TABLE_METRICS), "thresholded_jaccard",
-               *(f"paper_{m}" for m in TABLE_METRICS), "root")
+               *(f"paper_{m}" for m in TABLE_METRICS), "data_source", "root")
 PER_IMAGE_COLUMNS = ("id", "seen", "dice", "iou", "sensitivity", "specificity", "accuracy", "precision",
-                     "thresholded_jaccard", "tp", "fp", "tn", "fn")
+                     "thresholded_jaccard", "tp", "fp", "tn", "fn", "data_source")
 
 
 def _pct(v: Any) -> str:
@@ -28,6 +28,7 @@ def _csv_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
             s = r.get(images)
             row: dict[str, Any] = {"job": doc["name"], "dataset": r["dataset"], "images": images,
                                    "root": r.get("root", ""), "num_shared": r.get("num_shared", ""),
+                                   "data_source": r.get("data_source", ""),
                                    "headline": images == doc["headline"]}
             if s is not None:
                 row["num_images"] = s["num_images"]

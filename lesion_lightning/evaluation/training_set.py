@@ -47,6 +47,27 @@ def default_root(dataset: str, cache_dir: Path) -> tuple[Path, str]:
     return dm.resolve_root(), "synthetic stand-in (no real data found)"
 
 
+# How a test dataset's data was found: the `data_source` of its entry in every output.
+GIVEN, SAMPLE, SYNTHETIC = "given root", "embedded sample", "synthetic"
+
+
+def test_root(dataset: str, data_roots: dict[str, Path], cache_dir: Path, synthetic: bool) -> tuple[Path, str, str]:
+    """(root, where it came from, data source) of a test dataset: `data_roots`, else the embedded real sample;
+    else its synthetic stand-in, only when asked for (`synthetic`), since a synthetic score is no real one."""
+    from lesion_lightning.paths import sample_dataset_root
+
+    if dataset in data_roots:
+        return data_roots[dataset], "--data-roots", GIVEN
+    if sample_dataset_root(dataset) is not None:
+        root, note = default_root(dataset, cache_dir)
+        return root, note, SAMPLE
+    if not synthetic:
+        raise DataError(Path(dataset), f"no data: give --data-roots {dataset}=DIR (no embedded sample of {dataset} "
+                                       "exists), or --synthetic to score a synthetic stand-in, marked as such")
+    root, note = default_root(dataset, cache_dir)
+    return root, note, SYNTHETIC
+
+
 def resolve_training_set(loaded: Any, *, train_root: Path | None, seen: list[str], cache_dir: Path) -> TrainingSet:
     """The images the model saw in training: split.json ids of the `seen` subsets under the run's root."""
     from lesion_lightning.data.readers import scan_dataset
