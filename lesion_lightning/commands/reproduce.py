@@ -57,40 +57,73 @@ def _list(console) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from lesion_lightning.experiments.aggregate import aggregate, header_lines, print_table, write_outputs
-    from lesion_lightning.experiments.runner import JobError, is_done, plan_jobs, run_jobs
+def _plan(args: argparse.Namespace):
+    """(spec, jobs) of the table and options; SpecError/JobError for a bad table, row or data root."""
+    from lesion_lightning.experiments.runner import plan_jobs
     from lesion_lightning.experiments.tables import SpecError, find_spec
 
+    spec = find_spec(args.table)
+    rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
+    unknown = [r for r in rows or [] if r not in {x.id for x in spec.rows}]
+    if unknown:
+        raise SpecError(f"{spec.path}: --rows: unknown row id(s) {', '.join(unknown)}; "
+                        f"rows: {', '.join(x.id for x in spec.rows)}")
+    overrides = {"epochs": args.epochs, "image_size": args.image_size, "batch_size": args.batch_size,
+                 "limit_batches": (int(args.limit_batches) if args.limit_batches and args.limit_batches >= 1
+                                   else args.limit_batches)}
+    return spec, plan_jobs(spec, args.profile, args.runs_root, data_root=args.data_root, seeds=args.seeds,
+                           rows=rows, overrides=overrides)
+
+
+def _run_jobs(spec, jobs, args: argparse.Namespace, console) -> dict[str, int]:
+    """Run the unfinished jobs with a progress bar; returns the counts {ran, skipped, failed}."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lesion_lightning.experiments.runner import run_jobs
+
+    started = time.time()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[current]}"), console=console, transient=False) as progress:
+        task = progress.add_task(spec.id, total=len(jobs), completed=0, current="")
+
+        def on_event(event: str, job, err) -> None:
+            if event == "start":
+                progress.update(task, current=f"running {job.label}")
+                return
+            progress.advance(task)
+            if event == "failed":
+                progress.console.print(f"[red]job failed:[/] {job.label}: {err}")
+            elif event == "done":
+                progress.console.print(f"[green]done[/] {job.label}  ({job.run_dir})")
+
+        keep = args.keep_checkpoints == "yes" or (args.keep_checkpoints == "auto" and args.profile == "paper")
+        counts = run_jobs(jobs, logger=args.logger, on_event=on_event, keep_checkpoints=keep)
+        progress.update(task, current="")
+    console.print(f"ran {counts['ran']}, skipped {counts['skipped']} finished, failed {counts['failed']} "
+                  f"in {time.time() - started:.0f} s")
+    return counts
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
     from rich.markup import escape
 
+    from lesion_lightning.experiments.aggregate import aggregate, header_lines, print_table, write_outputs
+    from lesion_lightning.experiments.runner import JobError, is_done
+    from lesion_lightning.experiments.tables import SpecError
+
     console = Console()
+    if not args.table and not args.list:
+        console.print("[red]error:[/] give a TABLE (see `lesion-lightning reproduce --list`)")
+        return 2
     try:
         if args.list:
             return _list(console)
-        if not args.table:
-            console.print("[red]error:[/] give a TABLE (see `lesion-lightning reproduce --list`)")
-            return 2
-        spec = find_spec(args.table)
-        rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
-        if rows:
-            unknown = [r for r in rows if r not in {x.id for x in spec.rows}]
-            if unknown:
-                raise SpecError(f"{spec.path}: --rows: unknown row id(s) {', '.join(unknown)}; "
-                                f"rows: {', '.join(x.id for x in spec.rows)}")
-        overrides = {"epochs": args.epochs, "image_size": args.image_size, "batch_size": args.batch_size,
-                     "limit_batches": (int(args.limit_batches) if args.limit_batches and args.limit_batches >= 1
-                                       else args.limit_batches)}
-        jobs = plan_jobs(spec, args.profile, args.runs_root, data_root=args.data_root, seeds=args.seeds,
-                         rows=rows, overrides=overrides)
+        spec, jobs = _plan(args)
     except (SpecError, JobError) as err:
         # soft_wrap: an error names a file path, which must not be broken across lines.
         console.print(f"[red]error:[/] {escape(str(err))}", soft_wrap=True, highlight=False)
         return 2
-
     for line in header_lines(spec, args.profile):
         console.print(f"[bold yellow]{line}[/]" if line.startswith("SMOKE") else line)
     done = sum(is_done(j) for j in jobs)
@@ -99,30 +132,9 @@ def run(args: argparse.Namespace) -> int:
         for j in jobs:
             console.print(f"  {'done' if is_done(j) else 'todo'}  {j.label:40s} {j.run_dir}")
         return 0
-
     counts = {"ran": 0, "skipped": done, "failed": 0}
     if not args.no_run and done < len(jobs):
-        started = time.time()
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.fields[current]}"), console=console, transient=False) as progress:
-            task = progress.add_task(spec.id, total=len(jobs), completed=0, current="")
-
-            def on_event(event: str, job, err) -> None:
-                if event == "start":
-                    progress.update(task, current=f"running {job.label}")
-                    return
-                progress.advance(task)
-                if event == "failed":
-                    progress.console.print(f"[red]job failed:[/] {job.label}: {err}")
-                elif event == "done":
-                    progress.console.print(f"[green]done[/] {job.label}  ({job.run_dir})")
-
-            keep = args.keep_checkpoints == "yes" or (args.keep_checkpoints == "auto" and args.profile == "paper")
-            counts = run_jobs(jobs, logger=args.logger, on_event=on_event, keep_checkpoints=keep)
-            progress.update(task, current="")
-        console.print(f"ran {counts['ran']}, skipped {counts['skipped']} finished, failed {counts['failed']} "
-                      f"in {time.time() - started:.0f} s")
-
+        counts = _run_jobs(spec, jobs, args, console)
     result = aggregate(spec, jobs, args.profile)
     print_table(result, console)
     paths = write_outputs(result, args.output)

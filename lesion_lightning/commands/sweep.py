@@ -140,17 +140,8 @@ def _local(args: argparse.Namespace) -> int:
     config = _load(args.config, validate=not args.no_validate)
     name = config.get("name") or Path(args.config).stem
     config.setdefault("name", name)
-    output = Path(args.output) if args.output else \
-        Path("runs") / "sweeps" / f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    output = _local_output(args, name)
     extra = shlex.split(args.trial_args or "")
-    if args.resume and not args.output:
-        raise SystemExit("error: --resume needs --output (the folder of the sweep to continue)")
-    recorded = (output / "sweep.json").is_file()
-    if args.resume and not recorded:
-        raise SystemExit(f"error: --resume: {output} holds no sweep.json")
-    if recorded and not args.resume:
-        raise SystemExit(f"error: {output} already holds a sweep (sweep.json): pass --resume to continue it, "
-                         "or choose another --output")
     metric = (config.get("metric") or {}).get("name", "?")
     searched = searched_parameters(config)
 
@@ -183,6 +174,25 @@ def _local(args: argparse.Namespace) -> int:
         if result.stopped_reason == "exhausted":
             progress.update(task, total=len(result.trials))
 
+    return _summary(result, metric, searched, output, console)
+
+
+def _local_output(args: argparse.Namespace, name: str) -> Path:
+    """The sweep's output folder; a new sweep never reuses one holding a sweep, --resume needs one."""
+    output = Path(args.output) if args.output else \
+        Path("runs") / "sweeps" / f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if args.resume and not args.output:
+        raise SystemExit("error: --resume needs --output (the folder of the sweep to continue)")
+    recorded = (output / "sweep.json").is_file()
+    if args.resume and not recorded:
+        raise SystemExit(f"error: --resume: {output} holds no sweep.json")
+    if recorded and not args.resume:
+        raise SystemExit(f"error: {output} already holds a sweep (sweep.json): pass --resume to continue it, "
+                         "or choose another --output")
+    return output
+
+
+def _summary(result, metric: str, searched: list[str], output: Path, console) -> int:
     finished = [t for t in result.trials if t.state == "finished"]
     best = result.best()
     console.print(f"{len(result.trials)} trial(s): {len(finished)} finished, {len(result.trials) - len(finished)} "
