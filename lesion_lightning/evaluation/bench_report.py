@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from lesion_lightning.evaluation.bench import LANET_TABLE4_SOURCE, SLSNET_TABLE5_SOURCE
+from lesion_lightning.utils.report_files import write_report
 
 CSV_COLUMNS = ("model", "size", "batch", "backend", "device", "median_ms", "mean_ms", "std_ms", "min_ms", "fps",
                "params", "macs", "flops", "gmacs", "paper_ms", "paper_fps", "paper_gmacs", "paper_params_m",
@@ -40,7 +39,7 @@ HEADERS = ("model", "size", "ms (median)", "FPS", "params (M)", "GMACs", "paper 
            "paper params (M)", "paper GFLOPs")
 
 
-def write_markdown(path: Path, doc: dict[str, Any]) -> None:
+def markdown(doc: dict[str, Any]) -> str:
     s = doc["settings"]
     lines = [
         "# Efficiency benchmark (ours beside SLSNet Table 5 and LANET Table 4)",
@@ -65,20 +64,11 @@ def write_markdown(path: Path, doc: dict[str, Any]) -> None:
     errors = [r for r in doc["rows"] if "error" in r]
     if errors:
         lines += ["", "Errors:", ""] + [f"- {r['model']} at {r['size']}: {r['error']}" for r in errors]
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def write_outputs(folder: Path, doc: dict[str, Any]) -> dict[str, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {"json": folder / "bench.json", "csv": folder / "bench.csv", "md": folder / "bench.md"}
-    paths["json"].write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    with paths["csv"].open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for r in doc["rows"]:
-            writer.writerow({k: ("" if r.get(k) is None else r.get(k, "")) for k in CSV_COLUMNS})
-    write_markdown(paths["md"], doc)
-    return paths
+    return write_report(folder, "bench", doc, doc["rows"], CSV_COLUMNS, markdown(doc))
 
 
 def print_table(doc: dict[str, Any]) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from lesion_lightning.utils.report_files import write_csv, write_report
 
 # The five metrics of LANET Table 9, in its column order (pooled values, in %).
 TABLE_METRICS = ("accuracy", "dice", "iou", "sensitivity", "specificity")
@@ -84,20 +84,10 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 def write_outputs(folder: Path, doc: dict[str, Any]) -> dict[str, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {"json": folder / "cross_eval.json", "csv": folder / "cross_eval.csv", "md": folder / "cross_eval.md"}
-    paths["json"].write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    with paths["csv"].open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(_csv_rows(doc))
-    paths["md"].write_text(markdown(doc))
+    paths = write_report(folder, "cross_eval", doc, _csv_rows(doc), CSV_COLUMNS, markdown(doc))
     for r in doc["results"]:
         if r.get("per_image"):
-            with (folder / f"per_image_{r['dataset']}.csv").open("w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=PER_IMAGE_COLUMNS, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(r["per_image"])
+            write_csv(folder / f"per_image_{r['dataset']}.csv", r["per_image"], PER_IMAGE_COLUMNS)
     return paths
 
 

@@ -16,12 +16,12 @@ read the same way; a prediction with more grey levels (a saved probability map) 
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lesion_lightning.data.errors import DataError
 from lesion_lightning.inference.files import index_masks
+from lesion_lightning.utils.report_files import write_csv
 
 if TYPE_CHECKING:  # torch/torchmetrics are imported when scoring runs: `--help` stays fast
     import numpy as np
@@ -103,8 +103,4 @@ def summary(values: dict[str, float], num_images: int) -> dict:
 
 
 def write_per_image_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, rows, CSV_COLUMNS)

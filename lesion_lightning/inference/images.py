@@ -15,7 +15,6 @@ corrupt file is reported and skipped (listed in `skipped.csv`), never raised.
 
 from __future__ import annotations
 
-import csv
 import math
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from lesion_lightning.inference.files import assign_ids, image_id, index_masks
+from lesion_lightning.utils.report_files import write_csv
 
 if TYPE_CHECKING:
     import numpy as np
@@ -221,17 +221,10 @@ class _Run:
 
 
 def _write_tables(output: Path, rows: list[dict[str, Any]], skipped: list[tuple[str, str]], with_gt: bool) -> None:
-    with open(output / "predictions.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS) if with_gt else list(CSV_COLUMNS[:-2]),
-                                extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(output / "predictions.csv", rows, CSV_COLUMNS if with_gt else CSV_COLUMNS[:-2])
     skipped_csv = output / "skipped.csv"
     if skipped:
-        with open(skipped_csv, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["file", "problem"])
-            writer.writerows(skipped)
+        write_csv(skipped_csv, ({"file": f, "problem": p} for f, p in skipped), ("file", "problem"))
     elif skipped_csv.exists():
         skipped_csv.unlink()
 
