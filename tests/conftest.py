@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,15 @@ os.environ["WANDB_BASE_URL"] = "http://127.0.0.1:9"
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from lesion_lightning.paths import sample_dataset_root  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_wandb_settings():
+    """W&B caches its settings (mode included) in a process-wide singleton on first use: tear it down after
+    each test so that one test's WANDB_MODE cannot decide another's."""
+    yield
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
 
 
 def _sample(name: str) -> Path:
