@@ -56,11 +56,13 @@ reproduce-table5: install ## LANET Table 5 (HAM10000; paper profile with DATA_RO
 reproduce-%: install
 	$(CLI) reproduce $* $(REPRODUCE_PROFILE) $(REPRODUCE_ARGS)
 
-bench: install ## run the benchmarks in benchmarks/ (prints ratios)
+bench: install ## run the benchmarks in benchmarks/ (ratios, real-data Dice; SCSONET_PEER_DIR=... for the peer speed ratio)
 	$(PY) benchmarks/cache_benchmark.py
 	$(PY) benchmarks/lightning_overhead.py
 	$(PY) benchmarks/predict_throughput.py
 	$(PY) benchmarks/onnx_vs_eager.py
+	$(PY) benchmarks/real_accuracy.py
+	$(if $(SCSONET_PEER_DIR),$(PY) benchmarks/peer_speed.py --peer-dir $(SCSONET_PEER_DIR),@echo "peer_speed: SKIPPED: set SCSONET_PEER_DIR=/path/to/SCSONet (git clone https://github.com/Haoyu1Chen/SCSONet)")
 
 efficiency-table: install ## SLSNet Table 5 / LANET Table 4 efficiency table -> results/bench (BENCH_ARGS=--device cuda ...)
 	$(CLI) bench --models slsnet,lanet,unet,unetplusplus,unet3plus --sizes 64,128,224,256 $(BENCH_ARGS)

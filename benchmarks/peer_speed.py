@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-images", type=int, default=200, help="first N sorted training ids")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads for both (1: steady on a shared CPU)")
     p.add_argument("--rounds", type=int, default=3, help="timed epochs of each, alternating")
     args = p.parse_args(argv)
     if args.peer_dir is None:

@@ -23,9 +23,10 @@ from pathlib import Path
 from isic_subset import DEFAULT_ROOT, REPO, data_missing_reason, subset_ids, write_split_manifest
 
 CONFIG = REPO / "experiments" / "scsonet" / "isic2018.yaml"
-# Measured here (see docs/evaluation.md): two runs with seed 42 at the defaults below.
-EXPECTED = (0.0, 1.0)
-FLOOR = 0.0
+# Measured on the 2-core machine (docs/evaluation.md): two runs, seed 42, defaults below -> 0.7702 both
+# times (CPU training is deterministic here); the range allows other CPUs/BLAS builds, the floor a real regression.
+EXPECTED = (0.75, 0.79)
+FLOOR = 0.70
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
