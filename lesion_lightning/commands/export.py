@@ -24,6 +24,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE,
                         help=f"max abs difference allowed against PyTorch (default {TOLERANCE:g})")
+    parser.add_argument("--note", default=None, metavar="TEXT",
+                        help="a sentence for the model card (e.g. what data and resolution the model was trained on)")
+    parser.add_argument("--training-root", default=None, metavar="PATH",
+                        help="record the training data at PATH in the card instead of the run's data.root (e.g. a "
+                        "path relative to the repository, for weights published to others)")
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="allow full unpickling of the checkpoint (can execute code: trusted files only)")
 
@@ -36,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         size = parse_size(args.size)
         loaded = load_task(args.ckpt, trust_checkpoint=args.trust_checkpoint)
         output = args.output or default_output(loaded, args.format)
-        card, card_path = export_loaded(loaded, args.format, output, size, opset=args.opset, tolerance=args.tolerance)
+        card, card_path = export_loaded(loaded, args.format, output, size, opset=args.opset, tolerance=args.tolerance,
+                                         note=args.note, training_root=args.training_root)
     except (CheckpointError, ExportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -73,8 +73,7 @@ def resolve_training_set(loaded: Any, *, train_root: Path | None, seen: list[str
     from lesion_lightning.data.readers import scan_dataset
     from lesion_lightning.data.splits import SplitManifest
 
-    run_dir = loaded.run_dir
-    split_path = run_dir / "split.json" if run_dir is not None else None
+    split_path = loaded.split_path
     data_cfg = dict(loaded.datamodule_hparams or {}) or dict((loaded.run_config or {}).get("data") or {})
     if split_path is None or not split_path.is_file():
         if train_root is None:

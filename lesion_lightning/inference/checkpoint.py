@@ -25,13 +25,22 @@ class CheckpointError(RuntimeError):
 
 # -- locating and reading checkpoints ------------------------------------------------------------
 def resolve_checkpoint(run_or_ckpt: str | Path) -> tuple[Path, Path | None]:
-    """(checkpoint file, run folder or None) for a run folder, its checkpoints/ folder or a .ckpt file."""
+    """(checkpoint file, run folder or None) for a run folder, its checkpoints/ folder, a .ckpt file, or
+    published weights (a .safetensors file or its name in weights/; no run folder)."""
+    from lesion_lightning.inference.published import find_published, published_names
+
+    published = find_published(run_or_ckpt)
+    if published is not None:
+        return published, None
     path = Path(run_or_ckpt).expanduser()
     if not path.exists():
-        raise CheckpointError(f"--ckpt {path}: no such run folder or checkpoint file")
+        names = ", ".join(published_names()) or "none"
+        raise CheckpointError(f"--ckpt {path}: no such run folder, checkpoint file or published weights "
+                              f"(published: {names})")
     if path.is_file():
         if path.suffix != ".ckpt":
-            raise CheckpointError(f"--ckpt {path}: expected a .ckpt file or a run folder")
+            raise CheckpointError(f"--ckpt {path}: expected a .ckpt or .safetensors file, a run folder or "
+                                  "the name of published weights")
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
         if run_dir is not None and not (run_dir / "config.yaml").exists():
             run_dir = None
@@ -76,7 +85,7 @@ def _read_run_config(run_dir: Path | None) -> dict[str, Any]:
         raise CheckpointError(f"{run_dir / 'config.yaml'}: invalid YAML: {exc}") from exc
 
 
-def _import_class(class_path: str) -> type:
+def import_task_class(class_path: str) -> type:
     module_name, _, name = class_path.rpartition(".")
     if not module_name:
         raise CheckpointError(f"task class {class_path!r}: expected a dotted path module.Class")
@@ -102,6 +111,14 @@ class LoadedTask:
     datamodule_hparams: dict[str, Any] = field(default_factory=dict)
     epoch: int | None = None
     global_step: int | None = None
+    split_file: Path | None = None  # the training split manifest (a run's split.json by default)
+    card: dict[str, Any] | None = None  # the model card of published weights
+
+    @property
+    def split_path(self) -> Path | None:
+        if self.split_file is not None:
+            return self.split_file
+        return self.run_dir / "split.json" if self.run_dir is not None else None
 
     @property
     def model_name(self) -> str:
@@ -119,6 +136,10 @@ class LoadedTask:
 def load_task(run_or_ckpt: str | Path, *, trust_checkpoint: bool = False, device: str | torch.device = "cpu") -> LoadedTask:
     """Rebuild the trained task (in eval mode on `device`) with its preprocessing from a run or checkpoint."""
     ckpt_path, run_dir = resolve_checkpoint(run_or_ckpt)
+    if ckpt_path.suffix == ".safetensors":
+        from lesion_lightning.inference.published import load_published
+
+        return load_published(ckpt_path, device=device)
     ckpt = load_checkpoint(ckpt_path, trust_checkpoint=trust_checkpoint)
     run_config = _read_run_config(run_dir)
     hparams = dict(ckpt.get("hyper_parameters") or {})
@@ -126,7 +147,7 @@ def load_task(run_or_ckpt: str | Path, *, trust_checkpoint: bool = False, device
     if not hparams and config_model:
         hparams = dict(config_model.get("init_args") or {})
     class_path = hparams.get("_class_path") or config_model.get("class_path") or DEFAULT_TASK_CLASS
-    cls = _import_class(str(class_path))
+    cls = import_task_class(str(class_path))
     init_args = {k: v for k, v in hparams.items() if k not in _CLI_KEYS}
     try:
         task = cls(**init_args)

@@ -22,8 +22,8 @@ verification results and the file's SHA-256.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
+import shutil
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ from lesion_lightning.inference.export_checks import (
     probability_model,
     short_error,
 )
+from lesion_lightning.data.overlap import file_sha256
 from lesion_lightning.inference.onnx_export import export_onnx
 
 if TYPE_CHECKING:
@@ -133,13 +134,6 @@ def export_safetensors(model: nn.Module, path: Path, size: tuple[int, int], *, m
 
 
 # -- model card --------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def _read_json(path: Path | None) -> dict[str, Any]:
     if path is None or not path.is_file():
@@ -150,27 +144,51 @@ def _read_json(path: Path | None) -> dict[str, Any]:
         return {}
 
 
-def model_card(loaded: LoadedTask, size: tuple[int, int], export_info: dict[str, Any], output: Path) -> dict[str, Any]:
+def _checkpoint_metrics(run_metrics: dict[str, Any], loaded: LoadedTask) -> dict[str, Any]:
+    """The run's metrics that belong to the exported checkpoint: its epoch's validation scores (the run's
+    selected or last epoch) and a test of that very file; nothing measured on another checkpoint."""
+    if loaded.card is not None:
+        return dict(loaded.card.get("metrics") or {})
+    out: dict[str, Any] = {}
+    for key in ("val", "val_last_epoch"):
+        entry = run_metrics.get(key)
+        if isinstance(entry, dict) and entry.get("epoch") == loaded.epoch and "val" not in out:
+            out["val"] = entry
+    test = run_metrics.get("test")
+    if isinstance(test, dict) and Path(str(test.get("checkpoint", ""))).name == loaded.checkpoint_path.name:
+        out["test"] = test
+    for key in ("data_source",):
+        if key in run_metrics:
+            out[key] = run_metrics[key]
+    return out
+
+
+def model_card(loaded: LoadedTask, size: tuple[int, int], export_info: dict[str, Any], output: Path, *,
+               note: str | None = None, training_root: str | None = None) -> dict[str, Any]:
     from lesion_lightning.training.run_folder import git_commit
     from lesion_lightning.utils.complexity import measure_complexity
 
     model = loaded.task.model
     complexity = measure_complexity(model, (3, *size)).as_dict()
     run_dir = loaded.run_dir
-    split = _read_json(run_dir / "split.json" if run_dir else None)
+    split = _read_json(loaded.split_path)
     environment = _read_json(run_dir / "environment.json" if run_dir else None)
     data = loaded.datamodule_hparams or (loaded.run_config.get("data") or {})
     training_data = {k: data.get(k) for k in ("dataset", "root", "split", "seed", "fold", "folds", "pool",
                                               "image_size", "augment") if k in data}
+    if training_root is not None:
+        training_data["root"] = training_root
     if split:
         training_data["split_manifest"] = {"scheme": split.get("scheme"), "seed": split.get("seed"),
                                            "subset_sizes": {k: len(v) for k, v in (split.get("subsets") or {}).items()}}
     num_classes = getattr(loaded.task, "num_classes", 1)
     return {
         "name": output.stem,
+        **({"note": note} if note else {}),
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
         "architecture": {"name": loaded.model_name, "kwargs": loaded.model_kwargs,
                          "task_class": loaded.class_path, "head": "sigmoid" if num_classes == 1 else "softmax"},
+        "task": {"class_path": loaded.class_path, "init_args": loaded.hparams},
         "params": complexity["params"],
         "macs": complexity["macs"],
         "gmacs": round(complexity["gmacs"], 4),
@@ -179,11 +197,11 @@ def model_card(loaded: LoadedTask, size: tuple[int, int], export_info: dict[str,
         else f"raw logits ({num_classes} channel(s)) of the bare architecture",
         "threshold": loaded.threshold,
         "training_data": training_data,
-        "metrics": _read_json(run_dir / "metrics.json" if run_dir else None),
+        "metrics": _checkpoint_metrics(_read_json(run_dir / "metrics.json" if run_dir else None), loaded),
         "checkpoint": {"path": str(loaded.checkpoint_path), "epoch": loaded.epoch, "global_step": loaded.global_step},
         "git": {"training_run": environment.get("git"), "export": git_commit()},
         "export": export_info,
-        "file": {"path": output.name, "bytes": output.stat().st_size, "sha256": _sha256(output)},
+        "file": {"path": output.name, "bytes": output.stat().st_size, "sha256": file_sha256(output)},
     }
 
 
@@ -195,7 +213,8 @@ def default_output(loaded: LoadedTask, fmt: str) -> Path:
 
 
 def export_loaded(loaded: LoadedTask, fmt: str, output: Path | None = None, size: tuple[int, int] | None = None, *,
-                  opset: int = DEFAULT_OPSET, tolerance: float = TOLERANCE) -> tuple[dict[str, Any], Path]:
+                  opset: int = DEFAULT_OPSET, tolerance: float = TOLERANCE, note: str | None = None,
+                  training_root: str | None = None) -> tuple[dict[str, Any], Path]:
     """Export a loaded task to `output` (default `default_output`); returns (model card, card path)."""
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -212,7 +231,11 @@ def export_loaded(loaded: LoadedTask, fmt: str, output: Path | None = None, size
     else:
         info = export_torchscript(probability_model(task.model), output, size, tolerance=tolerance)
     info["tolerance"] = tolerance
-    card = model_card(loaded, size, info, output)
+    card = model_card(loaded, size, info, output, note=note, training_root=training_root)
     card_path = output.with_suffix(".json")
     card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    split = loaded.split_path
+    if fmt == "safetensors" and split is not None and split.is_file():
+        # published weights carry their training split: cross-eval's unseen-only check needs it
+        shutil.copyfile(split, output.with_suffix(".split.json"))
     return card, card_path
