@@ -268,7 +268,7 @@ def test_bad_options(env, capsys, tmp_path, argv, expected):
 
 def test_bad_checkpoint_and_jobs(env, capsys, tmp_path):
     assert main(["cross-eval", "--ckpt", str(tmp_path / "nope")]) == 2
-    assert "no such run folder or checkpoint" in capsys.readouterr().err
+    assert "no such run folder, checkpoint file or published weights" in capsys.readouterr().err
     # a bare checkpoint (no split.json beside it) needs --train-root
     bare = tmp_path / "model.ckpt"
     shutil.copyfile(env["run"] / "checkpoints" / "last.ckpt", bare)

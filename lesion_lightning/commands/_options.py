@@ -27,7 +27,8 @@ def reader_options(args: argparse.Namespace) -> dict[str, str]:
 def add_checkpoint_options(parser: argparse.ArgumentParser, device_default: str = "auto") -> None:
     """--ckpt, --device and --trust-checkpoint of the commands that load a trained model."""
     parser.add_argument("--ckpt", required=True, metavar="RUN_OR_CKPT",
-                        help="run folder (its best checkpoint, else last.ckpt) or a .ckpt file")
+                        help="run folder (its best checkpoint, else last.ckpt), a .ckpt file, or published weights: "
+                        "weights/<name>.safetensors or just <name> (e.g. scsonet_isic2018_128)")
     parser.add_argument("--device", default=device_default,
                         help="cpu, cuda, cuda:1, ... (default: cuda when available)" if device_default == "auto"
                         else f"cpu, cuda[:N] or auto (default {device_default})")

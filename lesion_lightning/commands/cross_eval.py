@@ -24,7 +24,8 @@ from lesion_lightning.evaluation.cross_options import DEFAULT_OUTPUT_ROOT, RESOL
 def configure(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", default=None, metavar="RUN_OR_CKPT",
-                     help="trained run folder (its best checkpoint) or a .ckpt file")
+                     help="trained run folder (its best checkpoint), a .ckpt file, or published weights "
+                     "(weights/<name>.safetensors or <name>)")
     src.add_argument("--jobs", type=Path, default=None, metavar="YAML",
                      help="batch mode: a YAML file listing jobs (see experiments/cross_eval/lanet_table9.yaml)")
     parser.add_argument("--datasets", default="isic2017,isic2018,ph2", metavar="A,B,...",

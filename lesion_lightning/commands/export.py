@@ -14,7 +14,7 @@ from lesion_lightning.inference.export import DEFAULT_OPSET, DEFAULT_OUTPUT_ROOT
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, metavar="RUN_OR_CKPT", help="run folder or .ckpt file")
+    parser.add_argument("--ckpt", required=True, metavar="RUN_OR_CKPT", help="run folder, .ckpt file or published weights")
     parser.add_argument("--format", required=True, choices=FORMATS, help="export format")
     parser.add_argument("--output", type=Path, default=None, metavar="FILE",
                         help=f"output file; the model card goes beside it as <stem>.json (default "
