@@ -241,3 +241,25 @@ def test_wandb_is_online_with_credentials_and_offline_without(tmp_path):
     netrc.write_text("machine api.wandb.ai\n  login user\n  password secret\n")
     netrc.chmod(0o600)
     assert wandb_mode({}, str(netrc)) == ("online", "credentials from `wandb login` found")
+
+
+# -- an unwritable or full output folder is refused before training ------------------------------------
+def test_unwritable_or_full_output_root_is_refused_before_training(tmp_path, ham10000_root, monkeypatch):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the output root should be")
+    with pytest.raises(SystemExit) as excinfo:
+        main(_args("fit", tmp_path, ham10000_root, "--trainer.max_epochs=1", "--run_name=r", "--logger=none",
+                   f"--output_root={blocker}"))
+    message = str(excinfo.value.code)
+    assert message.startswith("error: cannot write the run folder") and str(blocker) in message
+    assert "--output_root" in message
+
+    import shutil
+
+    from lesion_lightning.training import run_folder
+
+    monkeypatch.setattr(run_folder.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 30, 1 << 30, 1 << 20))
+    with pytest.raises(SystemExit) as excinfo:
+        main(_args("fit", tmp_path, ham10000_root, "--trainer.max_epochs=1", "--run_name=full", "--logger=none"))
+    assert "1 MB free" in str(excinfo.value.code) and "--output_root" in str(excinfo.value.code)
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))  # nothing trained
