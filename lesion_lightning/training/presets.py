@@ -1,8 +1,9 @@
 """Paper presets: which experiment YAML under `experiments/` trains each registered model.
 
 Every registry entry names its paper's training preset (`ModelSpec.preset`: `lanet`, `scsonet`,
-`unet_aksoy`, `medlitenet`, `slsnet`); each model also has its own config file, which is that recipe
-with the model filled in (the baselines use the protocol of the paper that compares against them):
+`unet_aksoy`, `medlitenet`, `slsnet`); each model also has its own config file. A recipe lives in one
+file; a model's file is either that recipe or a small overlay naming it (`config: ../lanet/ham10000.yaml`)
+and setting `model.init_args.model` (the baselines take the recipe of the table that compares against them):
 
     lesion-lightning fit --config $(python -c "from lesion_lightning.training.presets import preset_config; print(preset_config('unet'))")
     lesion-lightning fit --config experiments/lanet/ham10000.yaml --data.dataset=ph2 --data.root=/data/PH2
@@ -14,7 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["EXPERIMENTS_DIR", "MODEL_CONFIGS", "RECIPE_CONFIGS", "experiments_dir", "preset_config", "list_presets"]
+import yaml
+
+__all__ = ["EXPERIMENTS_DIR", "MODEL_CONFIGS", "RECIPE_CONFIGS", "experiments_dir", "preset_config", "preset_model",
+           "list_presets"]
 
 # model name -> config file (relative to experiments/)
 MODEL_CONFIGS: dict[str, str] = {
@@ -98,3 +102,14 @@ def list_presets() -> dict[str, Path]:
         except KeyError:
             continue
     return out
+
+
+def preset_model(path: str | Path) -> str | None:
+    """The registry model an experiment YAML trains: its `model.init_args.model` (nested or as a dotted key),
+    else that of the recipe it composes on (`config:`); None when neither names one."""
+    path = Path(path)
+    data = yaml.safe_load(path.read_text()) or {}
+    name = data.get("model.init_args.model") or ((data.get("model") or {}).get("init_args") or {}).get("model")
+    if name is None and isinstance(data.get("config"), str):
+        return preset_model(path.parent / data["config"])
+    return name
