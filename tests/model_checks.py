@@ -75,3 +75,36 @@ def training_losses(net: nn.Module, loss_fn: Callable[[], torch.Tensor], steps: 
         opt.step()
         losses.append(loss.item())
     return losses
+
+
+# thop 0.1.1's per-module rules (the counter the lightweight-model papers print as "GFLOPs"): convolutions
+# and transposed convolutions cost output elements x C_in/groups x kernel area, an affine BatchNorm 4 ops per
+# element, a bilinear nn.Upsample 11 per output element; ReLU, max-pooling and dropout cost nothing.
+THOP_FREE = (nn.ReLU, nn.MaxPool2d, nn.Dropout, nn.Identity)
+
+
+def _thop_ops(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        return y.numel() * (x.shape[1] // module.groups) * module.weight[0, 0].numel()
+    if isinstance(module, nn.BatchNorm2d):
+        return 4 * x.numel() if module.affine else 2 * x.numel()
+    if isinstance(module, nn.Upsample) and module.mode == "bilinear":
+        return 11 * y.numel()
+    if isinstance(module, THOP_FREE):
+        return 0
+    raise TypeError(f"no thop rule here for {type(module).__name__}")
+
+
+def thop_style_macs(model: nn.Module, size: tuple[int, int, int]) -> int:
+    """The MACs thop reports for `model` at batch 1 (leaf modules only; a module type without a rule raises)."""
+    total = [0]
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(lambda m, i, o: total.__setitem__(0, total[0] + _thop_ops(m, i[0], o)))
+               for m in leaves]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *size))
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]

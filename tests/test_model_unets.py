@@ -18,7 +18,7 @@ from torch import nn
 from lesion_lightning.models import create_model, get_model_spec
 from lesion_lightning.utils.complexity import count_flops, count_params
 
-from model_checks import bce_dice, ham_batch
+from model_checks import bce_dice, ham_batch, thop_style_macs
 
 SLIM = {
     "unet": {"widths": (8, 16, 32, 64, 128)},
@@ -176,3 +176,37 @@ def test_full_width_training_steps_reduce_loss(name: str, ham10000_root: Path) -
     x, y = ham_batch(ham10000_root, 4, 64, per_image_minmax=False)
     losses = _train(name, {}, x, y)
     assert np.mean(losses[-3:]) < 0.85 * losses[0]
+
+
+# -- the small U-Net and UNet++ of SCSONet Table 1 (after MALUNet / EGE-UNet) ----------------------------
+@pytest.mark.parametrize("name, params_m, gflops", [("unet_small", 7.77, 13.76), ("unetplusplus_small", 9.16, 34.86)])
+def test_small_unets_match_scsonet_table1(name: str, params_m: float, gflops: float) -> None:
+    """Params equal the printed figure at its precision (two decimals, M); the printed 'GFLOPs' are thop's
+    MACs at 256x256, matched within 0.5% by thop's counting rules (tests/model_checks.thop_style_macs)."""
+    spec = get_model_spec(name)
+    assert (spec.paper["params"] / 1e6, spec.paper["gflops"]) == (params_m, gflops)
+    net = create_model(name)
+    assert round(count_params(net) / 1e6, 2) == params_m
+    assert thop_style_macs(net, spec.input_size) / 1e9 == pytest.approx(gflops, rel=0.005)
+    # torch's counter, our convention everywhere else, counts the real MACs: fewer for the transposed convs
+    # (4x less than thop) and nothing for BatchNorm / upsampling
+    assert count_flops(net, spec.input_size) / 2 < thop_style_macs(net, spec.input_size)
+
+
+def test_unet_small_layout() -> None:
+    net = create_model("unet_small")
+    assert [e[0][0].out_channels for e in net.encoders] == [32, 64, 128, 256, 512]
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 18  # 9 double convs
+    assert all(m.bias is not None for m in net.modules() if isinstance(m, nn.Conv2d))
+    assert not any(isinstance(m, nn.Dropout) for m in net.modules())
+
+
+def test_unetplusplus_small_nested_nodes_and_deep_supervision() -> None:
+    net = create_model("unetplusplus_small", widths=(4, 8, 16, 32, 64))
+    # level i has 5 - i nodes; X(0, 4) fuses four same-level outputs with one upsampled from level 1
+    assert [len(level) for level in net.nodes] == [5, 4, 3, 2, 1]
+    assert net.nodes[0][4][0][0].in_channels == 4 * 4 + 8
+    deep = create_model("unetplusplus_small", widths=(4, 8, 16, 32, 64), deep_supervision=True)
+    assert len(deep.heads) == 4
+    x = torch.randn(1, 3, 50, 70)
+    assert net(x).shape == deep(x).shape == (1, 1, 50, 70)

@@ -28,6 +28,8 @@ OVERLAYS = {
     "baselines/deeplabv3plus.yaml": LANET,
     "baselines/malunet.yaml": SCSONET,
     "baselines/egeunet.yaml": SCSONET,
+    "baselines/unet_small.yaml": SCSONET,
+    "baselines/unetplusplus_small.yaml": SCSONET,
     "scsonet/isic2017.yaml": SCSONET,
 }
 # variants that must stay copies of their recipe (see test_a_nested_recipe_cannot_append_callbacks)

@@ -11,6 +11,7 @@ from lesion_lightning.models import egeunet  # noqa: F401,E402
 from lesion_lightning.models import lanet  # noqa: F401,E402
 from lesion_lightning.models import malunet  # noqa: F401,E402
 from lesion_lightning.models import medlitenet  # noqa: F401,E402
+from lesion_lightning.models import nested_unet  # noqa: F401,E402
 from lesion_lightning.models import scsonet  # noqa: F401,E402
 from lesion_lightning.models import simple_unet  # noqa: F401,E402
 from lesion_lightning.models import slsnet  # noqa: F401,E402

@@ -32,11 +32,11 @@ PAPER_FIGURES = {
 }
 
 
-def double_conv(cin: int, cout: int, batch_norm: bool = False) -> nn.Sequential:
-    """Two 3x3 'same' convolutions, each followed by (BatchNorm and) ReLU."""
+def double_conv(cin: int, cout: int, batch_norm: bool = False, bias: bool | None = None) -> nn.Sequential:
+    """Two 3x3 'same' convolutions, each followed by (BatchNorm and) ReLU; `bias` as in `ConvBNAct`."""
     return nn.Sequential(
-        ConvBNAct(cin, cout, 3, norm=batch_norm, activation=nn.ReLU),
-        ConvBNAct(cout, cout, 3, norm=batch_norm, activation=nn.ReLU),
+        ConvBNAct(cin, cout, 3, norm=batch_norm, activation=nn.ReLU, bias=bias),
+        ConvBNAct(cout, cout, 3, norm=batch_norm, activation=nn.ReLU, bias=bias),
     )
 
 
@@ -76,6 +76,7 @@ class UNet(nn.Module):
         batch_norm: bool = False,
         dropout: float = 0.5,
         init: str = "he",
+        conv_bias: bool | None = None,
     ) -> None:
         super().__init__()
         widths = tuple(int(w) for w in widths)
@@ -83,14 +84,15 @@ class UNet(nn.Module):
             raise ValueError(f"UNet needs at least one encoder level and a bottleneck, got widths={widths}")
         self.divisor = 2 ** (len(widths) - 1)
         chans = (in_channels, *widths)
-        self.encoders = nn.ModuleList(double_conv(chans[i], chans[i + 1], batch_norm) for i in range(len(widths)))
+        self.encoders = nn.ModuleList(double_conv(chans[i], chans[i + 1], batch_norm, conv_bias)
+                                      for i in range(len(widths)))
         self.pool = nn.MaxPool2d(2)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.ups = nn.ModuleList()
         self.decoders = nn.ModuleList()
         for deep, skip in zip(reversed(widths[1:]), reversed(widths[:-1])):
             self.ups.append(nn.ConvTranspose2d(deep, skip, 2, stride=2))
-            self.decoders.append(double_conv(2 * skip, skip, batch_norm))
+            self.decoders.append(double_conv(2 * skip, skip, batch_norm, conv_bias))
         self.head = nn.Conv2d(widths[0], num_classes, 1)
         init_weights_(self, init)
 
@@ -125,3 +127,33 @@ def unet(
 ) -> UNet:
     """Ronneberger's U-Net as LANET compares against it (2-class softmax head at 224x224)."""
     return UNet(in_channels, num_classes, widths, batch_norm=batch_norm, dropout=dropout, init=init)
+
+
+SMALL_UNET_PAPER = {
+    "params": 7_770_000,
+    "gflops": 13.76,
+    "flops_note": (
+        "SCSONet Table 1 (after MALUNet/EGE-UNet) at 256x256: 7.77M params, 13.76 'GFLOPs' = thop's MACs, which "
+        "count a 2x2 stride-2 transposed conv as output pixels x C_in x C_out x 4 (4x its real MACs) and a "
+        "BatchNorm as 4 ops per element; with that convention ours is 13.746 G (see docs/models/unets.md)."
+    ),
+    "source": "SCSONet (Chen et al., 2024) Table 1; MALUNet (Ruan et al., BIBM 2022) Table 1",
+}
+
+
+@register_model(
+    "unet_small",
+    input_size=(3, 256, 256),
+    preset="scsonet",
+    num_classes=1,
+    paper=SMALL_UNET_PAPER,
+    description="the small U-Net of the lightweight-model papers: 32-512 channels, conv-BN-ReLU, transposed-conv up (7.77M)",
+)
+def unet_small(
+    in_channels: int = 3,
+    num_classes: int = 1,
+    widths: Sequence[int] = (32, 64, 128, 256, 512),
+) -> UNet:
+    """The U-Net MALUNet, EGE-UNet and SCSONet compare against: conv (with bias) -> BN -> ReLU twice per level,
+    no dropout, PyTorch's default initialisation, one sigmoid output channel."""
+    return UNet(in_channels, num_classes, widths, batch_norm=True, dropout=0.0, init="torch", conv_bias=True)

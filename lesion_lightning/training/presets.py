@@ -31,6 +31,8 @@ MODEL_CONFIGS: dict[str, str] = {
     "deeplabv3plus": "baselines/deeplabv3plus.yaml",
     "malunet": "baselines/malunet.yaml",
     "egeunet": "baselines/egeunet.yaml",
+    "unet_small": "baselines/unet_small.yaml",
+    "unetplusplus_small": "baselines/unetplusplus_small.yaml",
     "medlitenet": "medlitenet/isic2018.yaml",
     "medlitenet_b": "medlitenet/isic2018_b.yaml",
     "medlitenet_c": "medlitenet/isic2018_c.yaml",
