@@ -12,7 +12,9 @@ a ratio whose denominator is zero scores 1.0 (Dice/Jaccard with empty truth and 
 sensitivity with empty truth, specificity with an all-lesion truth, precision with an empty
 prediction). The pooled ratios use the same rule. `mean_iou` is the two-class mean IoU of Keras'
 `MeanIoU` (U-Net paper): mean of lesion IoU and background IoU over the pooled confusion matrix, a
-class absent from both truth and prediction being left out of the mean, as Keras does.
+class absent from both truth and prediction being left out of the mean, as Keras does. `dice_eq2` is
+that paper's Eq. 2, the soft Dice of the probabilities (not thresholded), pooled over the set with
+smooth = 1: (2 sum(p t) + 1) / (sum(t) + sum(p) + 1).
 
 State: pooled TP/FP/TN/FN sums (`dist_reduce_fx="sum"`) and one row of counts per image
 (`dist_reduce_fx="cat"`), so that after torchmetrics' sync every process computes exactly the
@@ -45,7 +47,8 @@ __all__ = [
 THRESHOLDED_JACCARD_CUTOFF = 0.65
 
 _RATIO_KEYS = ("dice", "iou", "sensitivity", "specificity", "accuracy", "precision")
-POOLED_KEYS = (*_RATIO_KEYS, "mean_iou")
+POOLED_KEYS = (*_RATIO_KEYS, "mean_iou", "dice_eq2")
+EQ2_SMOOTH = 1.0  # the Keras-style smoothing term of the U-Net paper's Eq. 2
 PER_IMAGE_KEYS = (*(f"{k}_per_image" for k in _RATIO_KEYS), "thresholded_jaccard")
 
 
@@ -113,6 +116,9 @@ class SegmentationMetrics(Metric):
         self.id_bytes = int(id_bytes)
         for name in ("tp", "fp", "tn", "fn"):
             self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        # soft sums of Eq. 2: sum(p * t) and sum(p) + sum(t)
+        for name in ("soft_intersection", "soft_total"):
+            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         # (n_images, 4) int64 rows of [tp, fp, tn, fn] and (n_images, id_bytes) uint8 id rows.
         self.add_state("image_counts", default=[], dist_reduce_fx="cat")
         self.add_state("image_ids", default=[], dist_reduce_fx="cat")
@@ -186,6 +192,10 @@ class SegmentationMetrics(Metric):
             self._check_values(preds, target)
         pred_pos = self._binarize(preds)
         true_pos = target != 0
+        soft = preds.double()  # probabilities as they are; a bool or {0, 1} mask counts as 0/1
+        truth = true_pos.double()
+        self.soft_intersection += (soft * truth).sum()
+        self.soft_total += soft.sum() + truth.sum()
         # Per-image counts, (B, 4). Counted here rather than with torchmetrics' `binary_stat_scores`
         # (samplewise), whose output squeezes away the batch dimension and fails for B == 1.
         dims = (1, 2)
@@ -212,6 +222,7 @@ class SegmentationMetrics(Metric):
         pooled = ratio_scores(self.tp, self.fp, self.tn, self.fn)
         out = {k: v.float() for k, v in pooled.items()}
         out["mean_iou"] = _keras_mean_iou(self.tp, self.fp, self.tn, self.fn).float()
+        out["dice_eq2"] = ((2 * self.soft_intersection + EQ2_SMOOTH) / (self.soft_total + EQ2_SMOOTH)).float()
         counts = self._image_counts()
         per = ratio_scores(*counts.unbind(dim=1))
         for k, v in per.items():

@@ -52,7 +52,8 @@ ISIC2017 = {"train": 2000, "val": 150, "test": 600}
         (ISIC2017, "70-30", {"train": 1500, "test": 650}),  # SCSONet: 2150, the paper's own counts
         (ISIC2018, "80-10-10", {"train": 2956, "val": 369, "test": 369}),  # LANET: 3694 pooled
         (ISIC2017, "80-10-10", {"train": 2200, "val": 275, "test": 275}),  # LANET: 2750 pooled
-        (ISIC2018, "80-20", {"train": 2075, "val": 519}),  # SLSNet: official training set only
+        # SLSNet Table 4: 80/20 of the official training set, scored on the 100 official validation images
+        (ISIC2018, "80-20", {"train": 2075, "val": 519, "test": 100}),
         (ISIC2018, "official", {"train": 2594, "val": 100, "test": 1000}),
     ],
 )
@@ -60,8 +61,15 @@ def test_paper_split_sizes(counts, scheme, expected):
     records = _records(counts)
     manifest = make_split(records, scheme, seed=1, dataset="isic")
     assert _sizes(manifest) == expected
-    pool = {"70-30": ("train", "val"), "80-20": ("train",)}.get(scheme, ("train", "val", "test"))
+    pool = {"70-30": ("train", "val"), "80-20": ("train", "val")}.get(scheme, ("train", "val", "test"))
     _assert_disjoint_cover(manifest, {r.id for r in records if r.subset in pool})
+
+
+def test_80_20_test_subset_is_the_official_val_subset():
+    records = _records(ISIC2018)
+    manifest = make_split(records, "80-20", seed=3, dataset="isic2018")
+    assert manifest.subsets["test"] == sorted(r.id for r in records if r.subset == "val")
+    assert {r.subset for r in records if r.id in set(manifest.subsets["train"] + manifest.subsets["val"])} == {"train"}
 
 
 def test_small_pools_keep_val_and_test_non_empty():

@@ -41,6 +41,7 @@ datasets: [ham10000]
 split: 80-10-10
 metrics: [accuracy, dice, iou, sensitivity, specificity]
 proposed: wide
+scoring: {aggregation: pooled, resolution: network, threshold: 0.5, classes: lesion}
 profiles:
   smoke: {epochs: 1, image_size: 32, batch_size: 4, seeds: 2, limit_batches: 2}
 rows:
@@ -78,6 +79,10 @@ def test_parse_value_units():
     (('model: simple_unet, preset: experiments/demo.yaml, model_kwargs: {base_width: 4}', "model_kwargs: {base_width: 4}"), "rows[0].model"),
     (('dice: "77.24 ± 0.52"', 'dice: "77.24 +- x"'), "rows[0].paper.dice"),
     (("proposed: wide", "proposed: nobody"), "proposed"),
+    (("aggregation: pooled", "aggregation: mean"), "scoring.aggregation"),
+    (("classes: lesion}", "classes: lesion, bins: 3}"), "scoring.bins"),
+    (("scoring: {aggregation: pooled, resolution: network, threshold: 0.5, classes: lesion}\n", ""), "scoring"),
+    (("proposed: wide", "proposed: wide\nprotocol: {checkpoint: best-val-iou}"), "protocol.checkpoint"),
 ])
 def test_bad_spec_names_file_and_key(tmp_path, capsys, mutation, key):
     bad = tmp_path / "broken-table.yaml"
@@ -190,7 +195,7 @@ def test_slsnet_table5_and_ocr_tables_and_headlines():
         assert f"${dice.replace('±', chr(92) + 'pm')}$" in med
     aksoy = _paper_lines("004_5d88eff72ad7482c.txt")[10]
     row = find_spec("unet-aksoy-headline").row("unet_aksoy")
-    assert (f"Coefficient of {row.paper['dice'].printed}, Jaccard Index of {row.paper['iou'].printed}, "
+    assert (f"Coefficient of {row.paper['dice_eq2'].printed}, Jaccard Index of {row.paper['mean_iou'].printed}, "
             f"and the sensitivity of {row.paper['sensitivity'].printed}") in aksoy
     five = find_spec("lanet-5fold").row("lanet")
     lanet_text = "\n".join(_paper_lines("000_07d483c125ec6a5c.txt"))
@@ -269,10 +274,10 @@ def test_smoke_run_resumes_and_aggregates_like_numpy_scipy(tmp_path, capsys, mon
 def test_kfold_table_scores_each_held_out_fold(tmp_path):
     spec_path = tmp_path / "tiny-kfold.yaml"
     spec_path.write_text(TINY.replace("split: 80-10-10", "split: kfold\nfolds: 2").replace("seeds: 2", "seeds: 1")
-                         .replace("proposed: wide", "proposed: narrow"))
+                         .replace("proposed: wide", "proposed: narrow\nprotocol: {checkpoint: final-epoch, scored_on: val}"))
     spec = load_spec(spec_path)
     jobs = runner.plan_jobs(spec, "smoke", tmp_path, rows=["narrow"])
-    assert [(j.fold, j.stage) for j in jobs] == [(0, "val"), (1, "val")]
+    assert [(j.fold, j.stage, j.checkpoint) for j in jobs] == [(0, "val", "final-epoch"), (1, "val", "final-epoch")]
     assert runner.run_jobs(jobs, keep_checkpoints=False) == {"ran": 2, "skipped": 0, "failed": 0}
     dice = []
     for job in jobs:
@@ -280,7 +285,9 @@ def test_kfold_table_scores_each_held_out_fold(tmp_path):
         assert not list((run_dir / "checkpoints").glob("*.ckpt"))  # released once the result is stored
         split = json.loads((run_dir / "split.json").read_text())
         assert "test" not in split["subsets"] or not split["subsets"]["test"]
-        dice.append(json.loads((run_dir / "metrics.json").read_text())["val"]["dice"])
+        val = json.loads((run_dir / "metrics.json").read_text())["val"]
+        assert val["checkpoint"] == "checkpoints/last.ckpt"  # the final network, never chosen on the scored fold
+        dice.append(val["dice"])
     cell = aggregate(spec, jobs, "smoke").cells[("", "narrow")]["dice"]
     assert cell.mean == pytest.approx(np.mean(dice)) and cell.std == pytest.approx(np.std(dice, ddof=1))
 
@@ -296,6 +303,7 @@ datasets: [ham10000]
 test_datasets: [isic2017, ph2]
 split: 80-10-10
 metrics: [accuracy, dice]
+scoring: {aggregation: pooled, resolution: network, threshold: 0.5, classes: lesion}
 profiles:
   smoke: {epochs: 1, image_size: 32, batch_size: 4, seeds: 1, limit_batches: 2}
 rows:

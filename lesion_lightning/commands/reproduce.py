@@ -32,6 +32,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="override the profile's batch size")
     parser.add_argument("--limit-batches", type=float, default=None,
                         help="Lightning limit_train/val_batches (an int count or a fraction), for quick checks")
+    parser.add_argument("--metrics", default=None, metavar="M1,M2",
+                        help="print these metrics too (e.g. jsc_th,dice_per_image,iou_per_image,mean_iou,dice_eq2), "
+                             "beside the table's own; they have no paper value")
+    parser.add_argument("--score-resolution", choices=("network", "original"), default=None,
+                        help="score at the network input size or at each image's original size (predictions "
+                             "resized back), overriding the table's scoring.resolution")
     parser.add_argument("--output", default="results/tables", help="folder of the table outputs (default: results/tables)")
     parser.add_argument("--runs-root", default="runs", help="root of the job run folders (default: runs)")
     parser.add_argument("--logger", default="none", choices=("none", "csv", "wandb"), help="logger of each job (default: none)")
@@ -52,17 +58,24 @@ def _list(console) -> int:
         split = (s.split or "") + (f" x{s.folds} folds" if s.folds else "")
         data = ",".join(s.datasets) + (" -> " + ",".join(s.test_datasets) if s.test_datasets else "")
         where = "; ".join(x for x in (s.kind, data, split) if x)
+        cited = sum(bool(r.cited_from) for r in s.rows)
         print(f"  {s.id:22s} {s.paper.split(':')[0].split(' (')[0][:40]:40s} Table {s.table:28s} [{where}] "
-              f"rows: {ours} ours + {len(s.rows) - ours} paper-only")
+              f"rows: {ours} ours + {len(s.rows) - ours} paper-only" + (f" ({cited} cited)" if cited else ""))
+        if s.scoring is not None:
+            print(f"  {'':22s} protocol: {s.protocol.describe()}")
+            print(f"  {'':22s} scoring: {s.scoring.describe()}")
+        deviations = sum(bool(r.deviation) for r in s.rows)
+        if deviations:
+            print(f"  {'':22s} {deviations} row(s) with a stated deviation from the paper's protocol")
     return 0
 
 
 def _plan(args: argparse.Namespace):
     """(spec, jobs) of the table and options; SpecError/JobError for a bad table, row or data root."""
     from lesion_lightning.experiments.runner import plan_jobs
-    from lesion_lightning.experiments.tables import SpecError, find_spec
+    from lesion_lightning.experiments.tables import SpecError, find_spec, with_options
 
-    spec = find_spec(args.table)
+    spec = with_options(find_spec(args.table), args.metrics, args.score_resolution)
     rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
     unknown = [r for r in rows or [] if r not in {x.id for x in spec.rows}]
     if unknown:
@@ -97,7 +110,8 @@ def _run_jobs(spec, jobs, args: argparse.Namespace, console) -> dict[str, int]:
                 progress.console.print(f"[green]done[/] {job.label}  ({job.run_dir})")
 
         keep = args.keep_checkpoints == "yes" or (args.keep_checkpoints == "auto" and args.profile == "paper")
-        counts = run_jobs(jobs, logger=args.logger, on_event=on_event, keep_checkpoints=keep)
+        counts = run_jobs(jobs, logger=args.logger, on_event=on_event, keep_checkpoints=keep,
+                          table=spec.conventions())
         progress.update(task, current="")
     console.print(f"ran {counts['ran']}, skipped {counts['skipped']} finished, failed {counts['failed']} "
                   f"in {time.time() - started:.0f} s")

@@ -6,7 +6,9 @@ Schemes (each paper's protocol):
   subset that has ground truth (ISIC 2018: 2594+100+1000 = 3694, ISIC 2017: 2000+150+600 = 2750).
 - ``70-30`` (SCSONet): train/test; default pool: official train + val (ISIC 2018 2694 -> 1886/808,
   ISIC 2017 2150 -> 1500/650, the paper's own counts).
-- ``80-20`` (SLSNet): train/val of the official training set.
+- ``80-20`` (SLSNet): train/val of the official training set; where the dataset has an official
+  val subset with ground truth outside the pool, it is the test subset (SLSNet Table 4: ISIC 2018
+  2594 -> 2075/519, scored on the 100 official validation images).
 - ``official``: the dataset's own train/val/test folders (those with ground truth).
 - ``kfold``: `folds` folds; fold `fold` is val, the rest train; each id is in exactly one val fold.
   Default pool: every official subset with ground truth.
@@ -332,6 +334,11 @@ def make_split(
         order = {"train": 0, "val": 1, "test": 2}
         targets = dict(sorted(targets.items(), key=lambda kv: -order[kv[0]]))  # test before val
         subsets = _fill(_groups(pooled, seed), targets)
+        if scheme == "80-20" and chosen is not None and "val" not in chosen:
+            held_out = sorted(r.id for r in records if r.subset == "val" and r.mask_path is not None)
+            if held_out:
+                subsets["test"] = held_out
+                pooled = pooled + [r for r in records if r.subset == "val" and r.mask_path is not None]
 
     used = {i for v in subsets.values() for i in v}
     fingerprint = dataset_fingerprint(r for r in pooled if r.id in used)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from lesion_lightning.experiments.runner import Job, embedded_default, embedded_for, read_result
-from lesion_lightning.experiments.tables import METRIC_LABELS, METRICS, TableSpec
+from lesion_lightning.experiments.tables import METRIC_LABELS, METRICS, Row, TableSpec
 
 
 @dataclass
@@ -50,8 +50,8 @@ class TableResult:
     status: dict[tuple[str, str], str]
 
 
-def _metric_value(result: dict[str, Any], metric: str) -> float | None:
-    key = METRICS[metric][0]
+def _metric_value(spec: TableSpec, result: dict[str, Any], metric: str) -> float | None:
+    key = spec.scoring.metric_key(metric) if spec.scoring else METRICS[metric][0]
     v = result.get(key)
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
@@ -73,6 +73,7 @@ def header_lines(spec: TableSpec, profile: str) -> list[str]:
     else:
         lines.append(f"Paper protocol on the real dataset(s): {', '.join(spec.datasets + spec.test_datasets)}, "
                      f"split {spec.split}" + (f", {spec.folds} folds" if spec.folds else ""))
+    lines += spec.convention_lines()
     if spec.notes:
         lines.append(f"Notes: {spec.notes.strip()}")
     return lines
@@ -88,7 +89,7 @@ def aggregate(spec: TableSpec, jobs: list[Job], profile: str) -> TableResult:
         cells[key] = {m: Cell() for m in spec.metrics}
         for m, pv in row.paper.items():
             cells[key][m].paper_mean, cells[key][m].paper_std, cells[key][m].paper_printed = pv.mean, pv.std, pv.printed
-        status[key] = "paper-only" if row.paper_only else "not run"
+        status[key] = "cited" if row.cited_from else "paper-only" if row.paper_only else "not run"
     for job in jobs:
         if spec.kind == "cross-dataset" and job.kind == "train":
             continue
@@ -103,7 +104,7 @@ def aggregate(spec: TableSpec, jobs: list[Job], profile: str) -> TableResult:
             continue
         status[key] = "ours"
         for m in spec.metrics:
-            v = _metric_value(result, m)
+            v = _metric_value(spec, result, m)
             if v is not None:
                 cells[key][m].values.append(v)
                 cells[key][m].keys.append((job.dataset, job.fold, job.seed, job.size))
@@ -153,6 +154,12 @@ def _digits(spec: TableSpec, metric: str) -> int:
     return {"layers": 0, "params_m": 3, "memory_mb": 1}.get(metric, 2)
 
 
+def row_tag(row: Row) -> str:
+    """What a row's label carries in every output: cited or paper-only, and a deviation mark (header line)."""
+    tag = f" (cited from {row.cited_from})" if row.cited_from else " (paper-only)" if row.paper_only else ""
+    return tag + (" † deviation" if row.deviation else "")
+
+
 def table_rows(res: TableResult) -> list[dict[str, Any]]:
     """One flat record per (dataset, row, metric), in display units."""
     spec = res.spec
@@ -171,6 +178,7 @@ def table_rows(res: TableResult) -> list[dict[str, Any]]:
                 "paper_mean": _fmt(cell.paper_mean * s if cell.paper_mean is not None else None, d),
                 "diff": _fmt(cell.diff * s, d),
                 "p_value": "" if math.isnan(cell.p_value) else f"{cell.p_value:.3g}",
+                "cited_from": row.cited_from, "deviation": row.deviation,
             })
     return out
 
@@ -191,7 +199,7 @@ def wide_rows(res: TableResult) -> tuple[list[str], list[list[str]]]:
     lines = []
     for (dataset, row_id), per_metric in res.cells.items():
         row = next((r for r in spec.rows if r.id == row_id and (r.dataset or "") in ("", dataset)), spec.row(row_id))
-        line = [dataset, row.label + (" (paper-only)" if row.paper_only else ""), res.status.get((dataset, row_id), "")]
+        line = [dataset, row.label + row_tag(row), res.status.get((dataset, row_id), "")]
         for m in spec.metrics:
             cell, s, d = per_metric[m], _scale(spec, m), _digits(spec, m)
             line += [_ours(cell, s, d), cell.paper_printed or "—", _fmt(cell.diff * s, d) or "—",
@@ -310,7 +318,7 @@ def print_table(res: TableResult, console: Any = None) -> None:
         first = True
         for m, cell in per_metric.items():
             s, d = _scale(spec, m), _digits(spec, m)
-            label = (row.label + (" [paper-only]" if row.paper_only else "")) if first else ""
+            label = (row.label + row_tag(row)) if first else ""
             vals = [label] + ([dataset if first else ""] if len(spec.datasets) > 1 or spec.kind == "cross-dataset" else [])
             vals += [METRIC_LABELS[m], _ours(cell, s, d), cell.paper_printed or "—", _fmt(cell.diff * s, d) or "—",
                      "—" if math.isnan(cell.p_value) else f"{cell.p_value:.3g}"]

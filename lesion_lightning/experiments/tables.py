@@ -22,15 +22,20 @@ Top-level keys:
     profiles      {paper: {...}, smoke: {...}} overrides: epochs, image_size, batch_size, seeds, args
     sizes         input sizes (efficiency tables)
     test_datasets datasets the trained model is evaluated on (cross-dataset tables)
+    scoring       how masks are scored (required for train/cross-dataset tables; see experiments.scoring)
+    protocol      which network is scored: checkpoint choice and scored subset (see experiments.scoring)
     rows          list of rows:
         id, label (as printed), model (registry name), preset (experiment YAML, relative to the
         repository), args (extra CLI options), model_kwargs, paper_only (true for rows we do not
-        implement), note, dataset (which dataset's block the row belongs to, multi-dataset tables),
+        implement), cited_from (the paper prints the row from another paper: a paper-only row with its
+        source), note, deviation (how the row's protocol still differs from the paper's; printed in
+        every output), dataset (which dataset's block the row belongs to, multi-dataset tables),
         paper: {metric: printed value}
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -40,7 +45,20 @@ from typing import Any
 import yaml
 
 from lesion_lightning.data.datasets import list_datasets
+from lesion_lightning.experiments.scoring import (
+    METRIC_LABELS,
+    METRICS,
+    Protocol,
+    Scoring,
+    SpecError,
+    check_choice,
+    load_protocol,
+    load_scoring,
+    spec_error,
+)
 from lesion_lightning.paths import REPO_ROOT
+
+__all__ = ["METRICS", "METRIC_LABELS", "SpecError", "TableSpec", "Row", "load_spec", "load_all", "find_spec"]
 
 TABLES_DIR = REPO_ROOT / "experiments" / "tables"
 KINDS = ("train", "complexity", "efficiency", "cross-dataset")
@@ -49,43 +67,15 @@ PROFILES = ("paper", "smoke")
 SPLITS = ("80-10-10", "70-30", "80-20", "official", "kfold")
 DATASETS = list_datasets(fixed_layout=True)
 
-# metric name -> (key in metrics.json or the complexity record, ratio?)  Ratio metrics are stored as
-# fractions and printed in the table's units; the others are printed as they are.
-METRICS: dict[str, tuple[str, bool]] = {
-    "accuracy": ("accuracy", True),
-    "dice": ("dice", True),
-    "iou": ("iou", True),
-    "sensitivity": ("sensitivity", True),
-    "specificity": ("specificity", True),
-    "jsc_th": ("thresholded_jaccard", True),
-    "dice_per_image": ("dice_per_image", True),
-    "params_m": ("params_m", False),
-    "layers": ("layers", False),
-    "memory_mb": ("memory_mb", False),
-    "gflops": ("gflops", False),
-    "macs_g": ("macs_g", False),
-    "ms": ("ms", False),
-    "fps": ("fps", False),
-}
-METRIC_LABELS = {
-    "accuracy": "Accuracy", "dice": "Dice", "iou": "IoU", "sensitivity": "Sensitivity",
-    "specificity": "Specificity", "jsc_th": "JSC_th", "dice_per_image": "Dice (per image)",
-    "params_m": "Params (M)", "layers": "Layers", "memory_mb": "Memory (MB)", "gflops": "GFLOPs",
-    "macs_g": "MACs (G)", "ms": "ms", "fps": "FPS",
-}
 TOP_KEYS = {"id", "paper", "paper_file", "table", "title", "kind", "units", "datasets", "split", "folds", "seeds",
-            "metrics", "proposed", "profiles", "sizes", "test_datasets", "rows", "notes"}
+            "metrics", "proposed", "profiles", "sizes", "test_datasets", "rows", "notes", "scoring", "protocol"}
 ROW_KEYS = {"id", "label", "model", "preset", "args", "model_kwargs", "paper_only", "note", "dataset", "paper",
-            "size"}
+            "size", "deviation", "cited_from"}
 PROFILE_KEYS = {"epochs", "image_size", "batch_size", "seeds", "args", "split", "folds", "limit_batches"}
 
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
 _VALUE = re.compile(rf"^\s*({_NUMBER})\s*(%?)\s*(?:(?:±|\+/-|\+-)\s*({_NUMBER})\s*(%?))?\s*$")
 BLANKS = {"–", "—", "-", ""}
-
-
-class SpecError(ValueError):
-    """A table spec is invalid; the message names the file and the key."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +98,8 @@ class Row:
     dataset: str | None = None
     size: int | None = None
     paper: dict[str, PaperValue] = field(default_factory=dict)
+    deviation: str = ""  # how this row's protocol still differs from the paper's (printed in every output)
+    cited_from: str = ""  # the paper prints this row from another paper (a paper-only row with its source)
 
 
 @dataclass
@@ -131,6 +123,8 @@ class TableSpec:
     sizes: list[int] = field(default_factory=list)
     test_datasets: list[str] = field(default_factory=list)
     notes: str = ""
+    scoring: Scoring | None = None  # None: a complexity/efficiency table (no masks scored)
+    protocol: Protocol = field(default_factory=Protocol)
 
     def row(self, row_id: str) -> Row:
         for r in self.rows:
@@ -140,6 +134,24 @@ class TableSpec:
 
     def profile(self, name: str) -> dict[str, Any]:
         return dict(self.profiles.get(name) or {})
+
+    def conventions(self) -> dict[str, Any]:
+        """Protocol, scoring and row deviations, as every output records them."""
+        return {"protocol": self.protocol.as_dict(), "scoring": self.scoring.as_dict() if self.scoring else None,
+                "deviations": {r.id: r.deviation for r in self.rows if r.deviation}}
+
+    def convention_lines(self) -> list[str]:
+        """The protocol and scoring convention in words (headers of every table output)."""
+        lines = []
+        if self.scoring is not None:
+            lines.append(f"Protocol: {self.protocol.describe()}" + (f" ({self.protocol.why})" if self.protocol.why else ""))
+            lines.append(f"Scoring: {self.scoring.describe()}" + (f" ({self.scoring.why})" if self.scoring.why else ""))
+        for r in self.rows:
+            if r.deviation:
+                lines.append(f"Deviation, {r.label}: {r.deviation}")
+            if r.cited_from:
+                lines.append(f"Cited, {r.label}: the paper prints this row from {r.cited_from} (not trained here)")
+        return lines
 
 
 def parse_value(printed: Any, ratio: bool, units: str) -> PaperValue:
@@ -161,8 +173,7 @@ def parse_value(printed: Any, ratio: bool, units: str) -> PaperValue:
     return PaperValue(text, scale(mean, pct), scale(std, std_pct or pct) if std is not None else None)
 
 
-def _fail(path: Path, key: str, message: str) -> SpecError:
-    return SpecError(f"{path}: {key}: {message}")
+_fail = spec_error
 
 
 def _expect(path: Path, key: str, value: Any, types: type | tuple[type, ...], what: str) -> Any:
@@ -174,6 +185,44 @@ def _expect(path: Path, key: str, value: Any, types: type | tuple[type, ...], wh
 def load_spec(path: str | Path) -> TableSpec:
     """Read and validate one table spec; every error names the file and the offending key."""
     path = Path(path)
+    data = _read(path)
+    kind = check_choice(path, "kind", data["kind"], KINDS)
+    units = check_choice(path, "units", data.get("units", "percent"), UNITS)
+    datasets = _dataset_list(path, "datasets", data.get("datasets"))
+    test_datasets = _dataset_list(path, "test_datasets", data.get("test_datasets"))
+    if kind in ("train", "cross-dataset") and not datasets:
+        raise _fail(path, "datasets", f"a {kind} table needs at least one dataset")
+    if kind == "cross-dataset" and not test_datasets:
+        raise _fail(path, "test_datasets", "a cross-dataset table needs test datasets")
+    split, folds = _split(path, data, kind)
+    seeds = data.get("seeds", 1)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise _fail(path, "seeds", f"expected a positive integer, got {seeds!r}")
+    metrics = _expect(path, "metrics", data["metrics"], list, "a list of metric names")
+    for i, m in enumerate(metrics):
+        if m not in METRICS:
+            raise _fail(path, f"metrics[{i}]", f"unknown metric {m!r}; choose from {', '.join(METRICS)}")
+    scored = kind in ("train", "cross-dataset")
+    if scored and "scoring" not in data:
+        raise _fail(path, "scoring", "missing (required): aggregation, resolution, threshold and classes")
+    scoring = load_scoring(path, data["scoring"], list(metrics)) if "scoring" in data else None
+    protocol = load_protocol(path, data.get("protocol"))
+    sizes = _expect(path, "sizes", data.get("sizes") or [], list, "a list of input sizes")
+    if kind == "efficiency" and not sizes:
+        raise _fail(path, "sizes", "an efficiency table needs input sizes")
+    rows = _rows(path, data["rows"], kind, list(metrics), units, datasets, test_datasets)
+    proposed = data.get("proposed")
+    if proposed is not None and proposed not in {r.id for r in rows}:
+        raise _fail(path, "proposed", f"{proposed!r} is not a row id")
+    return TableSpec(path=path, id=str(data.get("id") or path.stem), paper=str(data["paper"]),
+                     paper_file=str(data["paper_file"]), table=str(data["table"]), title=str(data["title"]),
+                     kind=kind, units=units, datasets=datasets, split=split, folds=folds, seeds=seeds,
+                     metrics=list(metrics), proposed=proposed, profiles=_profiles(path, data.get("profiles")),
+                     rows=rows, sizes=[int(s) for s in sizes], test_datasets=test_datasets,
+                     notes=str(data.get("notes") or ""), scoring=scoring, protocol=protocol)
+
+
+def _read(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
@@ -188,39 +237,33 @@ def load_spec(path: str | Path) -> TableSpec:
     for key in ("paper", "paper_file", "table", "title", "kind", "metrics", "rows"):
         if key not in data:
             raise _fail(path, key, "missing (required)")
-    kind = data["kind"]
-    if kind not in KINDS:
-        raise _fail(path, "kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
-    units = data.get("units", "percent")
-    if units not in UNITS:
-        raise _fail(path, "units", f"must be one of {', '.join(UNITS)}, got {units!r}")
-    datasets = data.get("datasets") or []
-    _expect(path, "datasets", datasets, list, "a list of dataset names")
-    for i, d in enumerate(datasets):
+    return data
+
+
+def _dataset_list(path: Path, key: str, value: Any) -> list[str]:
+    names = _expect(path, key, value or [], list, "a list of dataset names")
+    for i, d in enumerate(names):
         if d not in DATASETS:
-            raise _fail(path, f"datasets[{i}]", f"unknown dataset {d!r}; choose from {', '.join(DATASETS)}")
-    if kind in ("train", "cross-dataset") and not datasets:
-        raise _fail(path, "datasets", f"a {kind} table needs at least one dataset")
+            raise _fail(path, f"{key}[{i}]", f"unknown dataset {d!r}; choose from {', '.join(DATASETS)}")
+    return list(names)
+
+
+def _split(path: Path, data: dict[str, Any], kind: str) -> tuple[str | None, int | None]:
     split = data.get("split")
     if kind in ("train", "cross-dataset"):
-        if split not in SPLITS:
-            raise _fail(path, "split", f"must be one of {', '.join(SPLITS)}, got {split!r}")
+        check_choice(path, "split", split, SPLITS)
     folds = data.get("folds")
     if split == "kfold":
         if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
             raise _fail(path, "folds", f"split kfold needs folds >= 2, got {folds!r}")
     elif folds is not None:
         raise _fail(path, "folds", "only allowed with split: kfold")
-    seeds = data.get("seeds", 1)
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        raise _fail(path, "seeds", f"expected a positive integer, got {seeds!r}")
-    metrics = _expect(path, "metrics", data["metrics"], list, "a list of metric names")
-    for i, m in enumerate(metrics):
-        if m not in METRICS:
-            raise _fail(path, f"metrics[{i}]", f"unknown metric {m!r}; choose from {', '.join(METRICS)}")
-    profiles = data.get("profiles") or {}
-    _expect(path, "profiles", profiles, dict, "a mapping profile -> overrides")
-    for name, over in profiles.items():
+    return split, folds
+
+
+def _profiles(path: Path, profiles: Any) -> dict[str, dict[str, Any]]:
+    _expect(path, "profiles", profiles or {}, dict, "a mapping profile -> overrides")
+    for name, over in (profiles or {}).items():
         if name not in PROFILES:
             raise _fail(path, f"profiles.{name}", f"unknown profile; choose from {', '.join(PROFILES)}")
         _expect(path, f"profiles.{name}", over or {}, dict, "a mapping of overrides")
@@ -229,81 +272,93 @@ def load_spec(path: str | Path) -> TableSpec:
                 raise _fail(path, f"profiles.{name}.{k}", f"unknown override; allowed: {', '.join(sorted(PROFILE_KEYS))}")
         if "args" in (over or {}):
             _expect(path, f"profiles.{name}.args", over["args"], list, "a list of CLI options")
-    sizes = data.get("sizes") or []
-    _expect(path, "sizes", sizes, list, "a list of input sizes")
-    if kind == "efficiency" and not sizes:
-        raise _fail(path, "sizes", "an efficiency table needs input sizes")
-    test_datasets = data.get("test_datasets") or []
-    _expect(path, "test_datasets", test_datasets, list, "a list of dataset names")
-    for i, d in enumerate(test_datasets):
-        if d not in DATASETS:
-            raise _fail(path, f"test_datasets[{i}]", f"unknown dataset {d!r}")
-    if kind == "cross-dataset" and not test_datasets:
-        raise _fail(path, "test_datasets", "a cross-dataset table needs test datasets")
+    return {k: dict(v or {}) for k, v in (profiles or {}).items()}
 
-    rows_data = _expect(path, "rows", data["rows"], list, "a list of rows")
+
+def _rows(path: Path, rows_data: Any, kind: str, metrics: list[str], units: str, datasets: list[str],
+          test_datasets: list[str]) -> list[Row]:
+    _expect(path, "rows", rows_data, list, "a list of rows")
     if not rows_data:
         raise _fail(path, "rows", "needs at least one row")
     rows: list[Row] = []
     seen: set[str] = set()
     for i, rd in enumerate(rows_data):
-        where = f"rows[{i}]"
-        _expect(path, where, rd, dict, "a mapping")
-        unknown = sorted(set(rd) - ROW_KEYS)
-        if unknown:
-            raise _fail(path, f"{where}.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(ROW_KEYS))}")
-        rid = rd.get("id")
-        if not isinstance(rid, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_.+-]*", rid):
-            raise _fail(path, f"{where}.id", f"expected a lower-case id (a-z, 0-9, _ . + -), got {rid!r}")
-        key = f"{rd.get('dataset') or ''}/{rid}"
+        row = _row(path, f"rows[{i}]", rd, kind, metrics, units, datasets, test_datasets)
+        key = f"{row.dataset or ''}/{row.id}"
         if key in seen:
-            raise _fail(path, f"{where}.id", f"duplicate row id {rid!r}")
+            raise _fail(path, f"rows[{i}].id", f"duplicate row id {row.id!r}")
         seen.add(key)
-        paper_only = bool(rd.get("paper_only", False))
-        model = rd.get("model")
-        if not paper_only and kind != "cross-dataset" and not model:
-            raise _fail(path, f"{where}.model", "missing: give the registry name or mark the row paper_only: true")
-        if model is not None:
-            _expect(path, f"{where}.model", model, str, "a registry model name")
-        preset = rd.get("preset")
-        if preset is not None:
-            _expect(path, f"{where}.preset", preset, str, "a path to an experiment YAML")
-        if not paper_only and kind in ("train", "cross-dataset") and model and not preset:
-            raise _fail(path, f"{where}.preset", "missing: the experiment preset YAML this row trains with")
-        args = rd.get("args") or []
-        _expect(path, f"{where}.args", args, list, "a list of CLI options")
-        mk = rd.get("model_kwargs")
-        if mk is not None:
-            _expect(path, f"{where}.model_kwargs", mk, dict, "a mapping")
-        dataset = rd.get("dataset")
-        if dataset is not None and dataset not in datasets + test_datasets:
-            raise _fail(path, f"{where}.dataset", f"{dataset!r} is not one of the table's datasets {datasets + test_datasets}")
-        if kind == "train" and len(datasets) > 1 and dataset is None:
-            raise _fail(path, f"{where}.dataset", f"missing: a table over several datasets ({datasets}) needs each row's dataset")
-        if kind == "cross-dataset" and model is None and dataset is None and not paper_only:
-            raise _fail(path, f"{where}", "a cross-dataset row needs a model (the trained row) or a test dataset")
-        paper_vals = rd.get("paper") or {}
-        _expect(path, f"{where}.paper", paper_vals, dict, "a mapping metric -> printed value")
-        parsed: dict[str, PaperValue] = {}
-        for metric, printed in paper_vals.items():
-            if metric not in metrics:
-                raise _fail(path, f"{where}.paper.{metric}", f"not one of the table's metrics {metrics}")
-            try:
-                parsed[metric] = parse_value(printed, METRICS[metric][1], units)
-            except ValueError as err:
-                raise _fail(path, f"{where}.paper.{metric}", str(err)) from None
-        rows.append(Row(id=rid, label=str(rd.get("label") or rid), model=model, preset=preset,
-                        args=[str(a) for a in args], model_kwargs=mk, paper_only=paper_only,
-                        note=str(rd.get("note") or ""), dataset=dataset, size=rd.get("size"), paper=parsed))
-    proposed = data.get("proposed")
-    if proposed is not None and proposed not in {r.id for r in rows}:
-        raise _fail(path, "proposed", f"{proposed!r} is not a row id")
-    return TableSpec(path=path, id=str(data.get("id") or path.stem), paper=str(data["paper"]),
-                     paper_file=str(data["paper_file"]), table=str(data["table"]), title=str(data["title"]),
-                     kind=kind, units=units, datasets=list(datasets), split=split, folds=folds, seeds=seeds,
-                     metrics=list(metrics), proposed=proposed, profiles={k: dict(v or {}) for k, v in profiles.items()},
-                     rows=rows, sizes=[int(s) for s in sizes], test_datasets=list(test_datasets),
-                     notes=str(data.get("notes") or ""))
+        rows.append(row)
+    return rows
+
+
+def _row(path: Path, where: str, rd: Any, kind: str, metrics: list[str], units: str, datasets: list[str],
+         test_datasets: list[str]) -> Row:
+    _expect(path, where, rd, dict, "a mapping")
+    unknown = sorted(set(rd) - ROW_KEYS)
+    if unknown:
+        raise _fail(path, f"{where}.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(ROW_KEYS))}")
+    rid = rd.get("id")
+    if not isinstance(rid, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_.+-]*", rid):
+        raise _fail(path, f"{where}.id", f"expected a lower-case id (a-z, 0-9, _ . + -), got {rid!r}")
+    cited_from = str(rd.get("cited_from") or "")
+    paper_only = bool(rd.get("paper_only", False)) or bool(cited_from)
+    model, preset = rd.get("model"), rd.get("preset")
+    if cited_from and (model or preset):
+        raise _fail(path, f"{where}.cited_from", "a cited row prints the paper's value: it has no model or preset")
+    if not paper_only and kind != "cross-dataset" and not model:
+        raise _fail(path, f"{where}.model", "missing: give the registry name or mark the row paper_only: true")
+    if model is not None:
+        _expect(path, f"{where}.model", model, str, "a registry model name")
+    if preset is not None:
+        _expect(path, f"{where}.preset", preset, str, "a path to an experiment YAML")
+    if not paper_only and kind in ("train", "cross-dataset") and model and not preset:
+        raise _fail(path, f"{where}.preset", "missing: the experiment preset YAML this row trains with")
+    args = _expect(path, f"{where}.args", rd.get("args") or [], list, "a list of CLI options")
+    mk = rd.get("model_kwargs")
+    if mk is not None:
+        _expect(path, f"{where}.model_kwargs", mk, dict, "a mapping")
+    dataset = rd.get("dataset")
+    if dataset is not None and dataset not in datasets + test_datasets:
+        raise _fail(path, f"{where}.dataset", f"{dataset!r} is not one of the table's datasets {datasets + test_datasets}")
+    if kind == "train" and len(datasets) > 1 and dataset is None:
+        raise _fail(path, f"{where}.dataset", f"missing: a table over several datasets ({datasets}) needs each row's dataset")
+    if kind == "cross-dataset" and model is None and dataset is None and not paper_only:
+        raise _fail(path, f"{where}", "a cross-dataset row needs a model (the trained row) or a test dataset")
+    return Row(id=rid, label=str(rd.get("label") or rid), model=model, preset=preset, args=[str(a) for a in args],
+               model_kwargs=mk, paper_only=paper_only, note=str(rd.get("note") or ""), dataset=dataset,
+               size=rd.get("size"), paper=_paper_values(path, where, rd.get("paper"), metrics, units),
+               deviation=str(rd.get("deviation") or ""), cited_from=cited_from)
+
+
+def _paper_values(path: Path, where: str, paper_vals: Any, metrics: list[str], units: str) -> dict[str, PaperValue]:
+    _expect(path, f"{where}.paper", paper_vals or {}, dict, "a mapping metric -> printed value")
+    parsed: dict[str, PaperValue] = {}
+    for metric, printed in (paper_vals or {}).items():
+        if metric not in metrics:
+            raise _fail(path, f"{where}.paper.{metric}", f"not one of the table's metrics {metrics}")
+        try:
+            parsed[metric] = parse_value(printed, METRICS[metric][1], units)
+        except ValueError as err:
+            raise _fail(path, f"{where}.paper.{metric}", str(err)) from None
+    return parsed
+
+
+def with_options(spec: TableSpec, metrics: str | None = None, resolution: str | None = None) -> TableSpec:
+    """The spec with extra printed metrics (`reproduce --metrics`) and another scoring resolution
+    (`--score-resolution`); an unknown metric or resolution is a SpecError naming the option."""
+    extra = [m.strip() for m in (metrics or "").split(",") if m.strip()]
+    unknown = [m for m in extra if m not in METRICS]
+    if unknown:
+        raise SpecError(f"--metrics: unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
+    spec.metrics = list(dict.fromkeys(spec.metrics + extra))
+    if resolution is not None:
+        if spec.scoring is None:
+            raise SpecError(f"--score-resolution: {spec.id} scores no masks ({spec.kind} table)")
+        spec.scoring = dataclasses.replace(spec.scoring, resolution=resolution)
+    if spec.scoring is not None:
+        spec.scoring = load_scoring(spec.path, {**spec.scoring.as_dict()}, spec.metrics)  # re-check the pairing
+    return spec
 
 
 def spec_paths(directory: str | Path = TABLES_DIR) -> list[Path]:

@@ -58,6 +58,9 @@ class LesionCLI(LightningCLI):
         parser.set_defaults({"model": {"class_path": "lesion_lightning.training.task.SegmentationTask"}})
         parser.add_argument("--force_resume", type=bool, default=False,
                             help="fit --ckpt_path: resume although data/model options differ from the run's config.yaml")
+        parser.add_argument("--score_resolution", type=str, default="network",
+                            help="validate/test: also score the subset at each image's original size (original: "
+                                 "predictions resized back, metrics.json <stage>_original_size); default network")
         parser.add_argument("--tta", type=bool | None, default=None,
                             help="6-fold test-time augmentation (identity, flips, rot90/270; probabilities averaged) "
                                  "for validate/test/predict and fit's validation epochs; overrides model.tta, also "
@@ -69,6 +72,8 @@ class LesionCLI(LightningCLI):
         if opts.get("amp"):  # recorded in config.yaml as the precision actually used
             on_gpu = torch.cuda.is_available() and opts["trainer"].get("accelerator") != "cpu"
             opts["trainer"]["precision"] = "16-mixed" if on_gpu else "bf16-mixed"
+        if opts.get("score_resolution") not in ("network", "original"):
+            raise SystemExit(f"error: --score_resolution {opts.get('score_resolution')!r}: choose network or original")
         ckpt = opts.get("ckpt_path") if self.subcommand else None
         if ckpt and ckpt not in ("last", "best", "hpc") and not Path(ckpt).is_file():
             raise SystemExit(f"error: --ckpt_path {ckpt}: no such checkpoint file (give a .ckpt file or `last`)")
@@ -167,6 +172,23 @@ class LesionCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
 
+def score_original_size_after(cli: LesionCLI) -> None:
+    """validate/test --score_resolution original: score the same subset again at each image's own size."""
+    if cli._options().get("score_resolution") != "original" or cli.subcommand not in ("validate", "test"):
+        return
+    if not cli.trainer.is_global_zero:
+        return
+    from lesion_lightning.evaluation.original_size import write_original_size_section
+
+    stage = "val" if cli.subcommand == "validate" else "test"
+    ckpt = cli.trainer.ckpt_path
+    if not ckpt:
+        raise SystemExit("error: --score_resolution original needs --ckpt_path (a trained checkpoint of a run)")
+    values = write_original_size_section(cli.run_dir, stage, ckpt)
+    print(f"{stage} at original size: dice {values['dice']:.4f}, iou {values['iou']:.4f} "
+          f"({int(values['num_images'])} images) -> {cli.run_dir / 'metrics.json'}")
+
+
 def build_cli(argv: list[str], run: bool = True) -> LesionCLI:
     """Parse `argv` (subcommand first unless `run=False`), build model, data and trainer, and run the subcommand;
     then print where the results went."""
@@ -185,6 +207,7 @@ def build_cli(argv: list[str], run: bool = True) -> LesionCLI:
         auto_configure_optimizers=False,
     )
     if run:
+        score_original_size_after(cli)
         finish_wandb_runs(cli.trainer)
         if cli.trainer.is_global_zero:
             run_folder.print_run_folder(cli.run_dir, cli.subcommand)
