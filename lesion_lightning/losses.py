@@ -22,6 +22,9 @@ With p the lesion probability and g the target, summed over pixels:
 * `ce`: two-class cross-entropy of a 2-channel softmax head (torch `cross_entropy`).
 * `bce_dice`: bce_weight * bce + dice_weight * dice; defaults 1/1 (SCSONet; U-Net's BCE + (1 - Dice));
   MedLiteNet uses 0.5/0.5.
+* `deep_supervision`: a loss on the main output plus weighted copies of it on a model's auxiliary outputs
+  (EGE-UNet's official GT_BceDiceLoss: bce_dice + 0.1..0.5 x bce_dice on its five masks, deepest first).
+  The task asks the model for them (`model(x, return_aux=True)`) when the loss has `uses_aux`.
 
 Specs for `build_loss`: a name (`"bce_dice"`), a dict (`{"name": "bce_dice", "bce_weight": 0.5,
 "dice_weight": 0.5}`), or a list of weighted terms summed (`[{"name": "bce"}, {"name": "l1",
@@ -53,6 +56,7 @@ __all__ = [
     "L1Loss",
     "CrossEntropyLoss",
     "CompositeLoss",
+    "DeepSupervisionLoss",
     "lesion_logit",
 ]
 
@@ -226,6 +230,35 @@ class BCEDiceLoss(CompositeLoss):
     def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0, smooth: float = 1.0,
                  per_image: bool = False) -> None:
         super().__init__([(bce_weight, BCELoss()), (dice_weight, DiceLoss(smooth=smooth, per_image=per_image))])
+
+
+@register_loss("deep_supervision")
+class DeepSupervisionLoss(nn.Module):
+    """`loss(main) + sum_i aux_weights[i] * loss(aux_i)`; without aux outputs (a TTA evaluation) the main
+    term only. Logged parts: the main loss's terms, plus `aux` (the weighted auxiliary sum)."""
+
+    uses_aux = True
+
+    def __init__(self, loss: Any = "bce_dice", aux_weights: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5)) -> None:
+        super().__init__()
+        if isinstance(loss, Mapping) and loss.get("name") == "deep_supervision":
+            raise ValueError("loss 'deep_supervision': its `loss` cannot itself be deep_supervision")
+        self.loss = build_loss(loss)
+        self.aux_weights = [float(w) for w in aux_weights]
+        self.last_terms: dict[str, Tensor] = {}
+
+    def forward(self, logits: Tensor, target: Tensor, aux: Sequence[Tensor] | None = None) -> Tensor:
+        total = self.loss(logits, target)
+        parts = dict(getattr(self.loss, "last_terms", {}))
+        if aux is not None:
+            if len(aux) != len(self.aux_weights):
+                raise ValueError(f"loss 'deep_supervision': the model gives {len(aux)} auxiliary outputs but "
+                                 f"aux_weights has {len(self.aux_weights)} ({self.aux_weights})")
+            aux_total = sum(w * self.loss(a, target) for w, a in zip(self.aux_weights, aux))
+            parts["aux"] = aux_total.detach()
+            total = total + aux_total
+        self.last_terms = parts
+        return total
 
 
 def _registry_names() -> str:

@@ -59,9 +59,12 @@ def ham_batch(root: Path, n: int, size: int, *, per_image_minmax: bool = True) -
     return torch.stack(xs), torch.stack(ys)
 
 
-def bce_dice(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    prob = torch.sigmoid(logits)
-    return F.binary_cross_entropy_with_logits(logits, y) + 1 - (2 * (prob * y).sum() + 1) / (prob.sum() + y.sum() + 1)
+def bce_dice(logits: torch.Tensor, y: torch.Tensor, per_image: bool = False) -> torch.Tensor:
+    """BCE + 1 - Dice (smooth 1), Dice over the whole batch or per image then averaged (the MALUNet code base)."""
+    prob, y_flat = torch.sigmoid(logits).flatten(1), y.flatten(1)
+    dims = 1 if per_image else (0, 1)
+    dice = (2 * (prob * y_flat).sum(dims) + 1) / (prob.sum(dims) + y_flat.sum(dims) + 1)
+    return F.binary_cross_entropy_with_logits(logits, y) + 1 - dice.mean()
 
 
 def training_losses(net: nn.Module, loss_fn: Callable[[], torch.Tensor], steps: int = 15) -> list[float]:

@@ -142,7 +142,7 @@ def test_list_spec_sums_weighted_terms_and_names_each_part():
 
 
 def test_bad_specs_and_shapes_raise_clear_errors():
-    with pytest.raises(ValueError, match=r"unknown loss 'focal'.*bce, bce_dice, ce, dice, jaccard, l1"):
+    with pytest.raises(ValueError, match=r"unknown loss 'focal'.*bce, bce_dice, ce, deep_supervision, dice, jaccard, l1"):
         build_loss("focal")
     with pytest.raises(ValueError, match=r"'dice'.*unknown option.*smoth"):
         build_loss({"name": "dice", "smoth": 1})
@@ -156,4 +156,31 @@ def test_bad_specs_and_shapes_raise_clear_errors():
         build_loss("dice")(torch.zeros(2, 3, 1, 3), TARGET)
     # (B,H,W) targets are accepted
     assert float(build_loss("dice")(LOGITS, TARGET[:, 0])) == pytest.approx(float(build_loss("dice")(LOGITS, TARGET)))
-    assert sorted(LOSSES) == ["bce", "bce_dice", "ce", "dice", "jaccard", "l1"]
+    assert sorted(LOSSES) == ["bce", "bce_dice", "ce", "deep_supervision", "dice", "jaccard", "l1"]
+
+
+def _official_bce_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """EGE-UNet's BceDiceLoss: nn.BCELoss on the sigmoid + 1 - the mean per-image Dice (smooth 1)."""
+    p, g = torch.sigmoid(logits).flatten(1), target.flatten(1)
+    bce = torch.nn.functional.binary_cross_entropy(p, g)
+    dice = (2 * (p * g).sum(1) + 1) / (p.sum(1) + g.sum(1) + 1)
+    return bce + 1 - dice.mean()
+
+
+def test_deep_supervision_is_the_main_loss_plus_weighted_aux_losses():
+    torch.manual_seed(0)
+    target = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    main, aux = torch.randn(2, 1, 8, 8), [torch.randn(2, 1, 8, 8) for _ in range(5)]
+    loss = build_loss({"name": "deep_supervision",
+                       "loss": {"name": "bce_dice", "bce_weight": 1.0, "dice_weight": 1.0, "per_image": True}})
+    expected_aux = sum(w * _official_bce_dice(a, target) for w, a in zip((0.1, 0.2, 0.3, 0.4, 0.5), aux))
+    value = loss(main, target, aux=aux)
+    assert float(value) == pytest.approx(float(_official_bce_dice(main, target) + expected_aux), rel=1e-5)
+    assert float(loss.last_terms["aux"]) == pytest.approx(float(expected_aux), rel=1e-5)
+    assert {"bce", "dice", "aux"} <= set(loss.last_terms)
+    # without auxiliary outputs (a TTA evaluation): the main term alone
+    assert float(loss(main, target)) == pytest.approx(float(_official_bce_dice(main, target)), rel=1e-5)
+    with pytest.raises(ValueError, match="gives 2 auxiliary outputs but aux_weights has 5"):
+        loss(main, target, aux=aux[:2])
+    with pytest.raises(ValueError, match="cannot itself be deep_supervision"):
+        build_loss({"name": "deep_supervision", "loss": {"name": "deep_supervision"}})

@@ -89,3 +89,31 @@ def test_training_steps_with_deep_supervision_reduce_loss(ham10000_root: Path) -
 
     losses = training_losses(net, loss_fn)
     assert np.mean(losses[-3:]) < 0.8 * losses[0]
+
+
+OFFICIAL_LOSS = {"name": "deep_supervision", "loss": {"name": "bce_dice", "per_image": True},
+                 "aux_weights": [0.1, 0.2, 0.3, 0.4, 0.5]}
+
+
+def test_task_trains_on_the_official_deep_supervision_loss() -> None:
+    from lesion_lightning.training.task import SegmentationTask
+
+    torch.manual_seed(0)
+    task = SegmentationTask(model="egeunet", loss=OFFICIAL_LOSS)
+    x, y = torch.randn(2, 3, 64, 64), (torch.rand(2, 1, 64, 64) > 0.5).float()
+    logits, loss = task._logits_and_loss(x, y, "train")
+    main, aux = task.model(x, return_aux=True)
+    expected = bce_dice(main, y, per_image=True) + sum(
+        w * bce_dice(a, y, per_image=True) for w, a in zip((0.1, 0.2, 0.3, 0.4, 0.5), aux))
+    torch.testing.assert_close(logits, main)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    task.tta = True  # TTA evaluates the main output only
+    _, tta_loss = task._logits_and_loss(x, y, "val")
+    assert float(tta_loss) < float(loss)
+
+
+def test_deep_supervision_loss_refused_for_a_model_without_aux_outputs() -> None:
+    from lesion_lightning.training.task import SegmentationTask
+
+    with pytest.raises(ValueError, match="model 'simple_unet' does not give"):
+        SegmentationTask(model="simple_unet", loss=OFFICIAL_LOSS)

@@ -110,10 +110,15 @@ def test_overlay_is_its_recipe_with_another_model(resolve: Resolve, overlay: str
     raw = yaml.safe_load(path.read_text())
     # small: it names its recipe and sets the model (or the dataset) and the experiment, nothing else
     assert (path.parent / raw["config"]).resolve() == recipe.resolve(), f"{overlay} composes on {raw['config']}"
-    assert set(raw) <= {"config", "experiment", "model.init_args.model", "data.dataset"}, sorted(raw)
+    task_keys = {k for k in raw if k.startswith("model.init_args.")}  # the model, and a model's own loss
+    assert set(raw) - task_keys <= {"config", "experiment", "data.dataset"}, sorted(raw)
+    assert task_keys <= {"model.init_args.model", "model.init_args.loss"}, sorted(task_keys)
     cfg, base = resolve(path), resolve(recipe)
     assert cfg["experiment"] == raw["experiment"] != base["experiment"]
     ours, theirs = _recipe(cfg), _recipe(base)
+    if "model.init_args.loss" in raw:
+        assert ours["task"]["loss"] == raw["model.init_args.loss"] != theirs["task"]["loss"]
+        ours["task"] = {**ours["task"], "loss": theirs["task"]["loss"]}
     if "data.dataset" in raw:  # a dataset overlay changes only the dataset
         assert ours["data"]["dataset"] == raw["data.dataset"] != theirs["data"]["dataset"]
         ours["data"] = {**ours["data"], "dataset": theirs["data"]["dataset"]}
@@ -142,3 +147,9 @@ def test_a_nested_recipe_cannot_append_callbacks(tmp_path: Path, resolve: Resolv
     nested = [c["class_path"] for c in resolve(overlay)["trainer"]["callbacks"]]
     standard = [c["class_path"] for c in resolve(MEDLITENET)["trainer"]["callbacks"]]
     assert len(nested) < len(standard) and "pytorch_lightning.callbacks.ModelCheckpoint" not in nested
+
+
+def test_egeunet_trains_with_its_official_deep_supervision_loss(resolve: Resolve) -> None:
+    loss = resolve(EXPERIMENTS / "baselines" / "egeunet.yaml")["model"]["init_args"]["loss"]
+    scsonet = resolve(SCSONET)["model"]["init_args"]["loss"]
+    assert loss == {"name": "deep_supervision", "loss": scsonet, "aux_weights": [0.1, 0.2, 0.3, 0.4, 0.5]}

@@ -8,6 +8,8 @@ stage that the run folder records); `SegmentationTask` adds the model and its op
 
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,10 +71,17 @@ class LesionSegmentationModule(pl.LightningModule):
         return self.model(x)
 
     # -- steps -----------------------------------------------------------------------------------
+    def _logits_and_loss(self, x: torch.Tensor, y: torch.Tensor, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        # a deep-supervision loss also scores the model's auxiliary outputs (not under TTA, which has none)
+        if getattr(self.criterion, "uses_aux", False) and (stage == "train" or not self.tta):
+            logits, aux = self.model(x, return_aux=True)
+            return logits, self.criterion(logits, y, aux=aux)
+        logits = self.model(x) if stage == "train" else self._eval_logits(x)
+        return logits, self.criterion(logits, y)
+
     def _shared_step(self, batch: dict[str, Any], stage: str) -> dict[str, torch.Tensor]:
         x, y = batch["image"], batch["mask"]
-        logits = self.model(x) if stage == "train" else self._eval_logits(x)
-        loss = self.criterion(logits, y)
+        logits, loss = self._logits_and_loss(x, y, stage)
         probs = self.predict_probs(logits.float()).detach()
         self.metrics[f"{stage}_metrics"].update(probs, y, ids=batch.get("id"))
         batch_size = x.shape[0]
@@ -164,6 +173,10 @@ class SegmentationTask(LesionSegmentationModule):
         self.model = create_model(model, **(model_kwargs or {}))
         self.num_classes = get_model_spec(model).num_classes
         self._init_evaluation(loss, threshold, tta)
+        gives_aux = "return_aux" in inspect.signature(self.model.forward).parameters
+        if getattr(self.criterion, "uses_aux", False) and not gives_aux:
+            raise ValueError(f"model.loss: {loss!r} scores auxiliary outputs, which model {model!r} does not give "
+                             "(it has no forward(x, return_aux=True))")
         channels = int((model_kwargs or {}).get("in_channels", get_model_spec(model).input_size[0]))
         _, h, w = get_model_spec(model).input_size
         # Lightning's model summary runs this input to count FLOPs (setup() switches to the data's size).
