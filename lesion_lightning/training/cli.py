@@ -37,6 +37,23 @@ RUN_DIR_ENV = "LESION_LIGHTNING_RUN_DIR"
 BASE_CONFIG = REPO_ROOT / "experiments" / "base.yaml"
 
 
+def launch_rank() -> int:
+    """This process's global rank as its launcher set it before Lightning starts: torchrun (`RANK`), srun
+    (`SLURM_PROCID`) or Lightning's own DDP launcher (`LOCAL_RANK`, one node); 0 for a single process."""
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def external_launch_world_size() -> int:
+    """Processes started by an outside launcher (torchrun's `WORLD_SIZE`, srun's `SLURM_NTASKS`); 1 if none."""
+    for name in ("WORLD_SIZE", "SLURM_NTASKS"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 1
+
+
 def latest_run_with_checkpoint(experiment_dir: Path) -> Path | None:
     """Most recent run folder of an experiment that holds checkpoints/last.ckpt (for `--ckpt_path last`)."""
     runs = [p.parent.parent for p in experiment_dir.glob("*/checkpoints/last.ckpt")]
@@ -81,7 +98,7 @@ class LesionCLI(LightningCLI):
             silence_resume_notice()
             if not opts.get("force_resume"):
                 self._refuse_changed_resume(opts)
-        if int(os.environ.get("LOCAL_RANK", "0")) == 0 and opts["data"].get("root") is None:
+        if launch_rank() == 0 and opts["data"].get("root") is None:
             run_folder.announce_default_data(opts["data"].get("dataset") or "ham10000")
 
     def _refuse_changed_resume(self, opts: Any) -> None:
@@ -116,7 +133,7 @@ class LesionCLI(LightningCLI):
 
     def _run_dir(self) -> Path:
         # DDP children re-run the command line: they must reuse the parent's folder, not a new timestamp.
-        if int(os.environ.get("LOCAL_RANK", "0")) > 0 and os.environ.get(RUN_DIR_ENV):
+        if launch_rank() > 0 and os.environ.get(RUN_DIR_ENV):
             return Path(os.environ[RUN_DIR_ENV])
         run_dir = self._resolve_run_dir()
         os.environ[RUN_DIR_ENV] = str(run_dir)
@@ -141,6 +158,10 @@ class LesionCLI(LightningCLI):
                 raise SystemExit(f"error: --ckpt_path last, but no run of experiment {experiment!r} under {experiment_dir} "
                                  "has checkpoints/last.ckpt")
             return latest
+        if not run_name and external_launch_world_size() > 1:
+            # torchrun/srun start every rank themselves (on other nodes too): timestamps would differ per rank
+            raise SystemExit("error: a multi-process launch (torchrun or srun) needs --run_name, the same on every "
+                             "rank (e.g. the SLURM job id), so that all ranks share one run folder")
         if not run_name:
             run_name = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         return experiment_dir / run_name
@@ -151,7 +172,7 @@ class LesionCLI(LightningCLI):
         `trainer.enable_progress_bar` is false). Checks first that the run folder can hold the checkpoints."""
         trainer_config = self._get(self.config_init, "trainer", default={})
         run_dir = self.run_dir
-        if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        if launch_rank() == 0:
             run_folder.check_writable(run_dir, self.model)
         kwargs["default_root_dir"] = str(run_dir)
         logger = trainer_config.get("logger")

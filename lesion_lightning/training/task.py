@@ -124,6 +124,20 @@ class LesionSegmentationModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
 
+    def _evaluate_rank_zero_buffers(self) -> None:
+        """Give every rank rank 0's buffers (BatchNorm running statistics) before evaluating. DDP broadcasts
+        them before each training forward, after which each rank updates its own copy with its own batch:
+        without this, rank 1 would validate with other statistics than the checkpoint rank 0 saves."""
+        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            for buffer in self.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+
+    def on_validation_epoch_start(self) -> None:
+        self._evaluate_rank_zero_buffers()
+
+    def on_test_epoch_start(self) -> None:
+        self._evaluate_rank_zero_buffers()
+
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
 

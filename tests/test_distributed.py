@@ -1,0 +1,156 @@
+"""Multi-node DDP on localhost: a real 2-node torchrun job (gloo, CPU) through the CLI.
+
+Each node is one `torchrun --nnodes 2 --nproc-per-node 1 --node-rank N` agent, exactly the command of
+docs/training.md. tests/write_audit records which process wrote which file under the output root.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lesion_lightning.paths import sample_dataset_root
+
+from distributed_launch import MULTI_NODE, REPO, demo_args, env, run_nodes, tiny_args, val_metrics, writes_by_rank
+
+EXPERIMENTS = REPO / "experiments"
+SLSNET = (str(EXPERIMENTS / "slsnet" / "isic2018.yaml"), str(EXPERIMENTS / "slsnet" / "smoke.yaml"))
+ENSEMBLE = (str(EXPERIMENTS / "medlitenet" / "ensemble.yaml"),)
+COMPARED = ("dice", "iou", "accuracy", "sensitivity", "specificity", "dice_per_image", "iou_per_image")
+
+
+def _assert_ok(results: list[subprocess.CompletedProcess]) -> str:
+    for node, result in enumerate(results):
+        assert result.returncode == 0, f"node {node}:\n{result.stdout[-4000:]}"
+    output = "".join(r.stdout for r in results)
+    assert "sync_dist" not in output, "a metric is logged without reduction across ranks"
+    return output
+
+
+def _assert_rank_zero_wrote_everything(tmp_path: Path, run: Path) -> None:
+    writes = writes_by_rank(tmp_path)
+    assert writes.get("1", set()) == set(), f"rank 1 wrote into the run folder: {sorted(writes['1'])}"
+    assert any(p.endswith("metrics.json") for p in writes["0"])
+    assert [p.name for p in run.parent.iterdir()] == [run.name], "more than one run folder"
+
+
+def _validate_single_process(tmp_path: Path, args: list[str], ckpt: Path) -> dict[str, float]:
+    """The checkpoint validated by one process (no DDP) on the same validation images."""
+    cmd = [sys.executable, "-m", "lesion_lightning", *args, f"--ckpt_path={ckpt}", "--run_name=single"]
+    out = subprocess.run(cmd, env=env(tmp_path, WRITE_AUDIT_DIR=""), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return val_metrics(ckpt.parent.parent.parent / "single")
+
+
+def _assert_same_metrics(ddp: dict[str, float], single: dict[str, float]) -> None:
+    for key in COMPARED:
+        assert abs(ddp[key] - single[key]) < 1e-6, (key, ddp[key], single[key])
+
+
+def _one_process_fit(tmp_path: Path, root: Path) -> Path:
+    """Checkpoints of a one-epoch single-process demo fit."""
+    cmd = [sys.executable, "-m", "lesion_lightning", *demo_args(tmp_path, root, "fit", "--run_name=one",
+                                                                 "--trainer.max_epochs=1")]
+    out = subprocess.run(cmd, env=env(tmp_path, WRITE_AUDIT_DIR=""), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return tmp_path / "runs" / "demo" / "one" / "checkpoints"
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory) -> Path:
+    """One 2-node fit of the plain SegmentationTask (shared by the tests below: it takes ~25 s)."""
+    root = sample_dataset_root("ham10000")
+    if root is None:
+        pytest.skip("real ham10000 sample not found (expected ../shared/data/ham10000 beside the checkout)")
+    tmp_path = tmp_path_factory.mktemp("multinode")
+    args = demo_args(tmp_path, root, "fit", "--run_name=mn", "--trainer.strategy=ddp", *MULTI_NODE)
+    output = _assert_ok(run_nodes(tmp_path, args))
+    assert "MEMBER: 2/2" in output, "the two nodes did not form one job"
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_two_node_fit_writes_one_run_folder_from_rank_zero(plain_run) -> None:
+    run = plain_run / "runs" / "demo" / "mn"
+    _assert_rank_zero_wrote_everything(plain_run, run)
+    for name in ("config.yaml", "split.json", "environment.json", "metrics.json", "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert max(metrics[k]["epoch"] for k in ("val", "val_last_epoch") if k in metrics) == 1  # both epochs ran
+
+
+@pytest.mark.slow
+def test_two_node_validation_metrics_equal_one_process(plain_run, ham10000_root) -> None:
+    # The 6 validation images are split 3 + 3 over the nodes; torchmetrics sums the states across ranks, so
+    # the pooled and per-image metrics are the single-process ones (to float32 rounding of the sums).
+    run = plain_run / "runs" / "demo" / "mn"
+    ddp = val_metrics(run)
+    best = run / "checkpoints" / f"best-{ddp['epoch']:03d}.ckpt"
+    single = _validate_single_process(plain_run, demo_args(plain_run, ham10000_root, "validate"), best)
+    _assert_same_metrics(ddp, single)
+
+
+@pytest.mark.slow
+def test_ensemble_validates_on_two_nodes_as_on_one(plain_run, ham10000_root) -> None:
+    # EnsembleTask works under DDP for validate/test (kfold has no test part, so validate): each rank measures the members' val Dice on the whole
+    # validation loader (torchmetrics' sync then counts it twice, a ratio Dice does not change).
+    ckpts = sorted(str(p) for p in (plain_run / "runs" / "demo" / "mn" / "checkpoints").glob("*.ckpt"))
+    assert len(ckpts) == 2  # best-000 or best-001, and last
+    args = tiny_args(plain_run, ham10000_root, "validate", f"--model.init_args.members=[{','.join(ckpts)}]",
+                     "--experiment=ens", configs=ENSEMBLE)
+    _assert_ok(run_nodes(plain_run, [*args, "--run_name=ddp", "--trainer.strategy=ddp", *MULTI_NODE]))
+    single = subprocess.run([sys.executable, "-m", "lesion_lightning", *args, "--run_name=single"],
+                            env=env(plain_run, WRITE_AUDIT_DIR=""), capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    runs = plain_run / "runs" / "ens"
+    _assert_same_metrics(val_metrics(runs / "ddp"), val_metrics(runs / "single"))
+    assert (runs / "ddp" / "ensemble.json").read_text() == (runs / "single" / "ensemble.json").read_text()
+
+
+@pytest.mark.slow
+def test_ensemble_fit_is_refused_on_every_node(tmp_path, ham10000_root) -> None:
+    plain = _one_process_fit(tmp_path, ham10000_root)
+    members = f"--model.init_args.members=[{plain / 'best-000.ckpt'},{plain / 'last.ckpt'}]"
+    args = tiny_args(tmp_path, ham10000_root, "fit", members, "--run_name=ens", "--trainer.strategy=ddp", *MULTI_NODE,
+                     configs=ENSEMBLE)
+    for result in run_nodes(tmp_path, args, timeout=120):
+        assert result.returncode != 0
+        assert "fit each member with its own preset" in result.stdout
+
+
+@pytest.mark.slow
+def test_slsnet_adversarial_two_node_fit(tmp_path, ham10000_root) -> None:
+    args = tiny_args(tmp_path, ham10000_root, "fit", "--run_name=mn", *MULTI_NODE,
+                     "--trainer.strategy=ddp_find_unused_parameters_true", "--trainer.max_epochs=1", configs=SLSNET)
+    _assert_ok(run_nodes(tmp_path, args))
+    run = tmp_path / "runs" / "slsnet_smoke" / "mn"
+    _assert_rank_zero_wrote_everything(tmp_path, run)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 2 * 6  # 12 images per node, batch 2: 6 batches x (D step + G step)
+    single = _validate_single_process(tmp_path, tiny_args(tmp_path, ham10000_root, "validate", configs=SLSNET),
+                                      run / "checkpoints" / "last.ckpt")
+    _assert_same_metrics(val_metrics(run), single)
+
+
+@pytest.mark.slow
+def test_slsnet_plain_ddp_is_refused_on_every_node(tmp_path, ham10000_root) -> None:
+    args = tiny_args(tmp_path, ham10000_root, "fit", "--run_name=mn", *MULTI_NODE, "--trainer.strategy=ddp",
+                     configs=SLSNET)
+    for result in run_nodes(tmp_path, args, timeout=120):
+        assert result.returncode != 0
+        assert "ddp_find_unused_parameters_true" in result.stdout
+
+
+def test_external_launch_without_run_name_is_refused(tmp_path, ham10000_root) -> None:
+    # torchrun/srun start each rank on its own: a timestamped folder would differ between nodes.
+    cmd = [sys.executable, "-m", "lesion_lightning", *demo_args(tmp_path, ham10000_root, "fit")]
+    out = subprocess.run(cmd, env=env(tmp_path, WORLD_SIZE="2", RANK="0", WRITE_AUDIT_DIR=""), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode != 0
+    assert "needs --run_name" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists()
