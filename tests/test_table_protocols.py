@@ -199,3 +199,40 @@ def test_cross_eval_original_size_on_full_size_isic2017_like_the_isic_scorer(tin
     values = {**{f"{k}_per_image": v for k, v in entry["all"]["per_image"].items()},
               "thresholded_jaccard": entry["all"]["per_image"]["thresholded_jaccard"]}
     _assert_matches_scorer(values, _isic_scores(gt_dir, tmp_path / "pred" / "isic2017" / "pred"))
+
+
+# -- MedLiteNet: TTA and the ensemble row are run -----------------------------------------------------
+def test_medlitenet_plan_scores_with_tta_and_ensembles_the_variants(tmp_path):
+    spec = find_spec("medlitenet-headline")
+    assert not any(r.paper_only for r in spec.rows)
+    jobs = runner.plan_jobs(spec, "smoke", tmp_path, seeds=2)
+    members = {(j.row, j.seed): j.run_dir for j in jobs if j.kind == "train"}
+    ensembles = [j for j in jobs if j.kind == "ensemble"]
+    assert [j.seed for j in ensembles] == [42, 43]
+    for job in ensembles:
+        assert job.tta and "experiments/medlitenet/ensemble.yaml" in job.configs[-1]
+        assert job.members == [members[(row, job.seed)] for row in ("medlitenet", "medlitenet_b", "medlitenet_c")]
+        assert job.needs == job.members
+    assert {j.row for j in jobs if j.tta} == {"medlitenet", "medlitenet_ensemble"}
+    assert runner._scoring_options(ensembles[0]) == ["--score_resolution=network", "--tta=true"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(spec.path.read_text().replace("members: [medlitenet, medlitenet_b, medlitenet_c]",
+                                                 "members: [medlitenet, medlitenet_x]"))
+    with pytest.raises(SpecError, match=r"bad.yaml: rows\[3\].members: 'medlitenet_x' is not a row id"):
+        load_spec(bad)
+
+
+@pytest.mark.slow
+def test_medlitenet_tta_and_ensemble_rows_run_in_the_smoke_profile(tmp_path):
+    spec = find_spec("medlitenet-headline")
+    jobs = runner.plan_jobs(spec, "smoke", tmp_path, seeds=1, overrides={"epochs": 1, "limit_batches": 1})
+    assert runner.run_jobs(jobs, keep_checkpoints=False) == {"ran": 4, "skipped": 0, "failed": 0}
+    ensemble = next(j for j in jobs if j.kind == "ensemble")
+    run_dir = Path(ensemble.run_dir)
+    info = json.loads((run_dir / "ensemble.json").read_text())
+    assert len(info["members"]) == 3 and "tta: true" in (run_dir / "config_test.yaml").read_text()
+    for job in jobs[:3]:  # members' checkpoints released once the ensemble is scored
+        assert not list((Path(job.run_dir) / "checkpoints").glob("*.ckpt"))
+    cells = aggregate(spec, jobs, "smoke").cells
+    assert cells[("", "medlitenet_ensemble")]["dice"].n == 1 and cells[("", "medlitenet")]["dice"].n == 1
+    assert "tta: true" in (Path(jobs[0].run_dir) / "config_test.yaml").read_text()

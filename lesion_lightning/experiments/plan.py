@@ -33,7 +33,7 @@ class Job:
     table: str
     row: str
     model: str | None
-    kind: str  # train | test | complexity | efficiency
+    kind: str  # train | ensemble | test | complexity | efficiency
     dataset: str | None
     split: str | None
     fold: int | None
@@ -48,6 +48,13 @@ class Job:
     stage: str = "test"  # metrics.json section holding the result (test, or val: k-fold, protocol scored_on val)
     checkpoint: str = "best-val-dice"  # which trained network is scored (scoring.Protocol.checkpoint)
     resolution: str = "network"  # network | original (scoring.Scoring.resolution)
+    tta: bool = False  # score with 6-fold test-time augmentation (the row's `tta`)
+    members: list[str] = field(default_factory=list)  # run folders of an ensemble job's members
+
+    @property
+    def needs(self) -> list[str]:
+        """Run folders whose checkpoints this job scores."""
+        return ([self.depends_on] if self.depends_on else []) + list(self.members)
 
     @property
     def label(self) -> str:
@@ -194,7 +201,10 @@ def plan_jobs(spec: TableSpec, profile: str, runs_root: str | Path, data_root: l
     if spec.kind in ("complexity", "efficiency"):
         return _cost_jobs(plan, wanted)
     if spec.kind == "train":
-        return [job for row in wanted for job in _train_jobs(plan, row, seed_list)]
+        jobs: list[Job] = []
+        for row in wanted:
+            jobs += _train_jobs(plan, row, seed_list, jobs)
+        return jobs
     tests = [r for r in spec.rows if not r.paper_only and r.dataset in spec.test_datasets and (rows is None or r.id in rows)]
     return _cross_jobs(plan, [r for r in wanted if r.model], tests, seed_list)
 
@@ -211,15 +221,22 @@ def _cost_jobs(plan: _Plan, wanted: list[Row]) -> list[Job]:
 
 
 def _train_options(plan: _Plan, row: Row, dataset: str, fold: int | None, seed: int) -> tuple[list[str], list[str]]:
-    spec, over = plan.spec, plan.over
+    spec = plan.spec
     configs = [str(_resolve_config(BASE_CONFIG, spec, row.id)), str(_resolve_config(row.preset or "", spec, row.id))]
-    opts = [f"--model.init_args.model={row.model}"]
-    if row.model_kwargs is not None:
-        opts.append(f"--model.init_args.model_kwargs={json.dumps(row.model_kwargs, sort_keys=True)}")
-    elif _preset_model(Path(configs[-1])) != row.model:
-        opts.append("--model.init_args.model_kwargs={}")  # the preset's kwargs belong to another model
+    opts = []
+    if row.model:
+        opts.append(f"--model.init_args.model={row.model}")
+        if row.model_kwargs is not None:
+            opts.append(f"--model.init_args.model_kwargs={json.dumps(row.model_kwargs, sort_keys=True)}")
+        elif _preset_model(Path(configs[-1])) != row.model:
+            opts.append("--model.init_args.model_kwargs={}")  # the preset's kwargs belong to another model
     if spec.scoring is not None:
         opts.append(f"--model.init_args.threshold={spec.scoring.threshold:g}")
+    return configs, opts + _data_options(plan, dataset, fold, seed) + row.args
+
+
+def _data_options(plan: _Plan, dataset: str, fold: int | None, seed: int) -> list[str]:
+    over, opts = plan.over, []
     if plan.profile == "smoke":
         data_name, _ = embedded_default()
         opts += [f"--data.dataset={data_name}", "--data.root=null", "--trainer.accelerator=cpu", "--data.num_workers=0"]
@@ -236,7 +253,7 @@ def _train_options(plan: _Plan, row: Row, dataset: str, fold: int | None, seed: 
     if "limit_batches" in over:
         lb = over["limit_batches"]
         opts += [f"--trainer.limit_train_batches={lb}", f"--trainer.limit_val_batches={lb}"]
-    return configs, opts + [str(a) for a in over.get("args") or []] + row.args
+    return opts + [str(a) for a in over.get("args") or []]
 
 
 def _digest(plan: _Plan, configs: list[str]) -> dict[str, Any]:
@@ -250,15 +267,33 @@ def _train_job(plan: _Plan, row: Row, dataset: str, fold: int | None, seed: int)
     job = Job(table=plan.spec.id, row=row.id, model=row.model, kind="train", dataset=dataset, split=plan.split,
               fold=fold, seed=seed, profile=plan.profile, configs=configs, options=opts,
               stage="val" if scored_on_val else "test", checkpoint=plan.spec.protocol.checkpoint,
-              resolution=resolution if plan.spec.kind == "train" else "network")
-    return _finish(job, plan, _digest(plan, configs))
+              resolution=resolution if plan.spec.kind == "train" else "network", tta=row.tta)
+    return _finish(job, plan, {**_digest(plan, configs), "tta": row.tta})
 
 
-def _train_jobs(plan: _Plan, row: Row, seed_list: list[int]) -> list[Job]:
+def _train_jobs(plan: _Plan, row: Row, seed_list: list[int], planned: list[Job]) -> list[Job]:
+    """A trained row's jobs, or an ensemble row's: one per (dataset, fold, seed) scoring the members'
+    jobs of that (dataset, fold, seed) from `planned` as one model (the row's ensemble preset)."""
     fold_list: list[int | None] = list(range(int(plan.folds))) if plan.split == "kfold" else [None]
-    return [_train_job(plan, row, dataset, fold, seed)
-            for dataset in ([row.dataset] if row.dataset else plan.spec.datasets)
-            for fold in fold_list for seed in seed_list]
+    jobs = []
+    for dataset in [row.dataset] if row.dataset else plan.spec.datasets:
+        for fold in fold_list:
+            for seed in seed_list:
+                job = _train_job(plan, row, dataset, fold, seed)
+                if row.members:
+                    job.kind = "ensemble"
+                    job.members = [_member(plan, planned, m, job).run_dir for m in row.members]
+                    _finish(job, plan, {**_digest(plan, job.configs), "tta": row.tta, "members": job.members})
+                jobs.append(job)
+    return jobs
+
+
+def _member(plan: _Plan, planned: list[Job], row_id: str, job: Job) -> Job:
+    for other in planned:
+        if (other.row, other.dataset, other.fold, other.seed) == (row_id, job.dataset, job.fold, job.seed):
+            return other
+    raise JobError(f"{plan.spec.path}: row {job.row!r}: member {row_id!r} has no training job here "
+                   "(list the member rows before the ensemble row, and do not leave them out with --rows)")
 
 
 def _cross_jobs(plan: _Plan, trained: list[Row], tests: list[Row], seed_list: list[int]) -> list[Job]:

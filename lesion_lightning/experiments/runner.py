@@ -102,7 +102,21 @@ def _train_and_score(job: Job, logger: str) -> None:
     build_cli(["fit", *common, *extra])
     ckpt = scored_checkpoint(Path(job.run_dir), job.checkpoint)
     build_cli(["validate" if job.stage == "val" else "test", *common, *extra, f"--ckpt_path={ckpt}",
-               f"--score_resolution={job.resolution}"])
+               *_scoring_options(job)])
+
+
+def _scoring_options(job: Job) -> list[str]:
+    return [f"--score_resolution={job.resolution}"] + (["--tta=true"] if job.tta else [])
+
+
+def _score_ensemble(job: Job, logger: str) -> None:
+    """The members' scored checkpoints as one model (the row's ensemble preset, weighted on validation Dice)."""
+    from lesion_lightning.training.cli import build_cli
+
+    ckpts = [str(scored_checkpoint(Path(member), job.checkpoint)) for member in job.members]
+    configs = [arg for c in job.configs for arg in ("--config", c)]
+    build_cli(["validate" if job.stage == "val" else "test", *configs, *job.options, *_common_options(job, logger),
+               f"--model.init_args.members={json.dumps(ckpts)}", *_scoring_options(job)])
 
 
 def _score_elsewhere(job: Job) -> None:
@@ -127,6 +141,8 @@ def run_job(job: Job, logger: str = "none", table: dict[str, Any] | None = None)
         (run_dir / "metrics.json").write_text(json.dumps({"test": result}, indent=2))
     elif job.kind == "train":
         _train_and_score(job, logger)
+    elif job.kind == "ensemble":
+        _score_ensemble(job, logger)
     else:
         _score_elsewhere(job)
     if table:
@@ -159,13 +175,10 @@ def _drop_checkpoints(run_dir: Path) -> None:
 
 
 def _release(job: Job, jobs: list[Job]) -> None:
-    """Delete the checkpoints no pending job needs any more (the job's own, or its training job's)."""
-    owner = job.depends_on or (job.run_dir if job.kind == "train" else None)
-    if owner is None:
-        return
-    dependents = [j for j in jobs if j.depends_on == owner]
-    if all(is_done(j) for j in dependents):
-        _drop_checkpoints(Path(owner))
+    """Delete the checkpoints no pending job needs any more (the job's own, or those of the jobs it scored)."""
+    for owner in job.needs or ([job.run_dir] if job.kind == "train" else []):
+        if all(is_done(j) for j in jobs if owner in j.needs):
+            _drop_checkpoints(Path(owner))
 
 
 def run_jobs(jobs: list[Job], logger: str = "none", on_event: Callable[[str, Job, Any], None] | None = None,
@@ -181,10 +194,11 @@ def run_jobs(jobs: list[Job], logger: str = "none", on_event: Callable[[str, Job
             if on_event:
                 on_event("skipped", job, None)
             continue
-        if job.depends_on and not any(j.run_dir == job.depends_on and is_done(j) for j in jobs):
+        unfinished = [need for need in job.needs if not any(j.run_dir == need and is_done(j) for j in jobs)]
+        if unfinished:
             counts["failed"] += 1
             if on_event:
-                on_event("failed", job, JobError(f"its training job {job.depends_on} did not finish"))
+                on_event("failed", job, JobError(f"its training job {unfinished[0]} did not finish"))
             continue
         if on_event:
             on_event("start", job, None)

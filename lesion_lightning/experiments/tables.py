@@ -70,7 +70,7 @@ DATASETS = list_datasets(fixed_layout=True)
 TOP_KEYS = {"id", "paper", "paper_file", "table", "title", "kind", "units", "datasets", "split", "folds", "seeds",
             "metrics", "proposed", "profiles", "sizes", "test_datasets", "rows", "notes", "scoring", "protocol"}
 ROW_KEYS = {"id", "label", "model", "preset", "args", "model_kwargs", "paper_only", "note", "dataset", "paper",
-            "size", "deviation", "cited_from"}
+            "size", "deviation", "cited_from", "tta", "members"}
 PROFILE_KEYS = {"epochs", "image_size", "batch_size", "seeds", "args", "split", "folds", "limit_batches"}
 
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
@@ -100,6 +100,8 @@ class Row:
     paper: dict[str, PaperValue] = field(default_factory=dict)
     deviation: str = ""  # how this row's protocol still differs from the paper's (printed in every output)
     cited_from: str = ""  # the paper prints this row from another paper (a paper-only row with its source)
+    tta: bool = False  # scored with 6-fold test-time augmentation
+    members: list[str] = field(default_factory=list)  # an ensemble row: the trained rows it combines
 
 
 @dataclass
@@ -289,6 +291,11 @@ def _rows(path: Path, rows_data: Any, kind: str, metrics: list[str], units: str,
             raise _fail(path, f"rows[{i}].id", f"duplicate row id {row.id!r}")
         seen.add(key)
         rows.append(row)
+    ids = {r.id for r in rows}
+    for i, row in enumerate(rows):
+        unknown = [m for m in row.members if m not in ids]
+        if unknown:
+            raise _fail(path, f"rows[{i}].members", f"{unknown[0]!r} is not a row id")
     return rows
 
 
@@ -306,13 +313,16 @@ def _row(path: Path, where: str, rd: Any, kind: str, metrics: list[str], units: 
     model, preset = rd.get("model"), rd.get("preset")
     if cited_from and (model or preset):
         raise _fail(path, f"{where}.cited_from", "a cited row prints the paper's value: it has no model or preset")
-    if not paper_only and kind != "cross-dataset" and not model:
+    members = _expect(path, f"{where}.members", rd.get("members") or [], list, "a list of row ids")
+    if members and (model or kind != "train" or len(members) < 2):
+        raise _fail(path, f"{where}.members", "an ensemble row of a train table: 2+ trained row ids and no model")
+    if not paper_only and kind != "cross-dataset" and not model and not members:
         raise _fail(path, f"{where}.model", "missing: give the registry name or mark the row paper_only: true")
     if model is not None:
         _expect(path, f"{where}.model", model, str, "a registry model name")
     if preset is not None:
         _expect(path, f"{where}.preset", preset, str, "a path to an experiment YAML")
-    if not paper_only and kind in ("train", "cross-dataset") and model and not preset:
+    if not paper_only and kind in ("train", "cross-dataset") and (model or members) and not preset:
         raise _fail(path, f"{where}.preset", "missing: the experiment preset YAML this row trains with")
     args = _expect(path, f"{where}.args", rd.get("args") or [], list, "a list of CLI options")
     mk = rd.get("model_kwargs")
@@ -328,7 +338,9 @@ def _row(path: Path, where: str, rd: Any, kind: str, metrics: list[str], units: 
     return Row(id=rid, label=str(rd.get("label") or rid), model=model, preset=preset, args=[str(a) for a in args],
                model_kwargs=mk, paper_only=paper_only, note=str(rd.get("note") or ""), dataset=dataset,
                size=rd.get("size"), paper=_paper_values(path, where, rd.get("paper"), metrics, units),
-               deviation=str(rd.get("deviation") or ""), cited_from=cited_from)
+               deviation=str(rd.get("deviation") or ""), cited_from=cited_from,
+               tta=_expect(path, f"{where}.tta", rd.get("tta", False), bool, "true or false"),
+               members=[str(m) for m in members])
 
 
 def _paper_values(path: Path, where: str, paper_vals: Any, metrics: list[str], units: str) -> dict[str, PaperValue]:
