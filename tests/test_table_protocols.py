@@ -236,3 +236,21 @@ def test_medlitenet_tta_and_ensemble_rows_run_in_the_smoke_profile(tmp_path):
     cells = aggregate(spec, jobs, "smoke").cells
     assert cells[("", "medlitenet_ensemble")]["dice"].n == 1 and cells[("", "medlitenet")]["dice"].n == 1
     assert "tta: true" in (Path(jobs[0].run_dir) / "config_test.yaml").read_text()
+
+
+def _recipe_folder(preset: Path) -> str:
+    """The folder of the recipe a preset composes on (following `config:`), e.g. `lanet`."""
+    data = yaml.safe_load(preset.read_text()) or {}
+    base = data.get("config")
+    return _recipe_folder((preset.parent / base).resolve()) if base else preset.parent.name
+
+
+def test_no_trained_row_uses_another_papers_recipe_without_saying_why():
+    own = {"lanet": "lanet", "slsnet": "slsnet", "scsonet": "scsonet", "medlitenet": "medlitenet",
+           "unet-aksoy": "unet_aksoy"}
+    for spec in load_all():
+        paper = own[next(p for p in own if spec.id.startswith(p))]
+        for row in spec.rows:
+            if row.preset and not row.paper_only:
+                recipe = _recipe_folder(REPO_ROOT / row.preset)
+                assert recipe == paper or row.deviation, f"{spec.id} {row.id}: {recipe} recipe"
