@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -67,13 +68,37 @@ def test_parameter_budget(models: dict[str, torch.nn.Module]) -> None:
     # Variant A is the paper's single model: 3.2M (Table I), encoder ~1.8M (Sec. III-B).
     a = models["medlitenet"]
     assert isinstance(a, MedLiteNet)
-    assert counts["medlitenet"] == pytest.approx(get_model_spec("medlitenet").paper["params"], rel=0.05)
+    assert counts["medlitenet"] == pytest.approx(get_model_spec("medlitenet").paper["params"], rel=0.01)
     assert sum(p.numel() for p in a.encoder_parameters()) == pytest.approx(1_800_000, rel=0.05)
     ensemble = create_model("medlitenet_ensemble")
     assert isinstance(ensemble, WeightedEnsemble)
     assert count_params(ensemble) == sum(counts.values()) < 10_000_000
     # The variants really differ (complementary), not three copies.
     assert len(set(counts.values())) == 3
+
+
+def test_aspp_and_scse_in_parallel_with_per_branch_projections(models: dict[str, torch.nn.Module]) -> None:
+    """Sec. III-E: five branches (four dilated 3x3 + image pooling), each ending in its own 1x1 conv, fused
+    by a 1x1 conv to 256 channels (the paper's 256-512); abstract / Sec. I-C: SCSE in parallel with ASPP."""
+    net = models["medlitenet"]
+    cfg, ctx = net.config, net.context
+    branches = [*ctx.aspp.branches, ctx.aspp.pool_branch]
+    convs = [[m for m in b.modules() if isinstance(m, torch.nn.Conv2d)] for b in branches]
+    assert [[c.kernel_size for c in cs] for cs in convs] == [[(3, 3), (1, 1)]] * 4 + [[(1, 1), (1, 1)]]
+    assert all(cs[-1].out_channels == cfg.aspp_projection_channels for cs in convs)
+    assert [cs[0].dilation[0] for cs in convs[:4]] == list(cfg.aspp_dilations)
+    assert cfg.aspp_out_channels == 256
+    fuse = ctx.fuse.conv
+    assert (fuse.in_channels, fuse.out_channels) == (5 * cfg.aspp_projection_channels + cfg.embed_dim, 256)
+    # SCSE acts on the same input as ASPP, not after the decoder convolutions
+    assert not any("scse" in name for name, _ in net.decoder.named_modules())
+    x = torch.randn(1, cfg.embed_dim, 8, 8)
+    unfused = copy.deepcopy(ctx)
+    unfused.fuse = torch.nn.Identity()  # what the 1x1 fuse sees: [ASPP branches || SCSE(x)]
+    with torch.no_grad():
+        out = unfused(x)
+        torch.testing.assert_close(out[:, -cfg.embed_dim:], ctx.scse(x))
+        torch.testing.assert_close(out[:, :-cfg.embed_dim], ctx.aspp(x))
 
 
 def test_flops_scale_with_resolution(models: dict[str, torch.nn.Module]) -> None:

@@ -35,8 +35,10 @@ class ASPP(nn.Module):
             `first_branch_1x1`).
         image_pooling: add a global-average-pool branch (1x1 conv, broadcast back to H x W). With
             `norm`, that branch has BatchNorm on a 1x1 map, so training needs batches of 2 or more.
+        branch_projection: if set, each branch (image pooling included) ends with its own 1x1 conv
+            (+norm+activation) to this width before the concatenation (MedLiteNet Sec. III-E).
         out_channels: if set, a 1x1 projection (+norm+activation) of the concatenation to this width;
-            otherwise the concatenation (`len(dilations) [+1] * branch_channels` channels) is returned.
+            otherwise the concatenation (`len(dilations) [+1]` x the branch width) is returned.
         norm: BatchNorm after every conv.
         activation: activation class after every conv (+norm); None for none.
         bias: conv bias; default (None) = bias only where no norm follows. LANET passes True
@@ -51,6 +53,7 @@ class ASPP(nn.Module):
         *,
         first_branch_1x1: bool = True,
         image_pooling: bool = False,
+        branch_projection: int | None = None,
         out_channels: int | None = None,
         norm: bool = True,
         activation: type[nn.Module] | None = nn.ReLU,
@@ -64,22 +67,17 @@ class ASPP(nn.Module):
             raise ValueError(f"ASPP dilations must be >= 1, got {dilations}")
         use_bias = (not norm) if bias is None else bias
         self.dilations = dilations
-        self.branches = nn.ModuleList(
-            _branch(
-                in_channels,
-                branch_channels,
-                1 if (i == 0 and first_branch_1x1) else 3,
-                1 if (i == 0 and first_branch_1x1) else d,
-                norm,
-                activation,
-                use_bias,
-            )
-            for i, d in enumerate(dilations)
-        )
-        self.pool_branch = (
-            _branch(in_channels, branch_channels, 1, 1, norm, activation, use_bias) if image_pooling else None
-        )
-        concat = branch_channels * (len(dilations) + int(image_pooling))
+
+        def branch(kernel: int, dilation: int) -> nn.Sequential:
+            conv = _branch(in_channels, branch_channels, kernel, dilation, norm, activation, use_bias)
+            if branch_projection is None:
+                return conv
+            return nn.Sequential(*conv, *_branch(branch_channels, branch_projection, 1, 1, norm, activation, use_bias))
+
+        first_1x1 = (1, 1) if first_branch_1x1 else (3, dilations[0])
+        self.branches = nn.ModuleList(branch(*(first_1x1 if i == 0 else (3, d))) for i, d in enumerate(dilations))
+        self.pool_branch = branch(1, 1) if image_pooling else None
+        concat = (branch_projection or branch_channels) * (len(dilations) + int(image_pooling))
         self.project = (
             _branch(concat, out_channels, 1, 1, norm, activation, use_bias) if out_channels is not None else None
         )

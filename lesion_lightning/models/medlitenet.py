@@ -5,9 +5,10 @@ Layout (paper Sec. III, Fig. 4):
     stem 3x3/2 -> four MBConv stages (t=6, widths 32/64/128/256, first block stride 2, BN+SiLU)
       -> bottleneck local-global block: tokens -> linear to d + positional code -> L ViT layers,
          fused with the conv features, F = act(Conv1x1([F_conv || F_trans])) + F_conv + F_trans
-      -> ASPP (four dilated 3x3 branches 1/r2/r3/12 + image pooling, 1x1 fuse)
+      -> ASPP (four dilated 3x3 branches 1/r2/r3/12 + image pooling, each with a 1x1 projection) in
+         parallel with SCSE, concatenated, 1x1 fuse to 256 channels
       -> boundary-aware attention (BAA) with transformer context  ("end of the encoder")
-      -> U-Net decoder: 4 stages (upsample, concat skip, 2 conv-BN-SiLU, SCSE, BAA except the last)
+      -> U-Net decoder: 4 stages (upsample, concat skip, 2 conv-BN-SiLU, BAA except the last)
       -> 1x1 conv head, bilinear back to the input size (logits; the task applies the sigmoid).
 
 Three complementary variants (`medlitenet` = A, `medlitenet_b`, `medlitenet_c`) differ in encoder
@@ -85,9 +86,10 @@ class MedLiteNetConfig:
     mlp_ratio: float = 4.0
     pos_embed: str = "sincos"
     aspp_dilations: tuple[int, ...] = (1, 4, 8, 12)
-    aspp_branch_channels: int = 64
-    aspp_out_channels: int = 128
-    decoder_channels: tuple[int, int, int, int] = (128, 64, 32, 16)
+    aspp_branch_channels: int = 32
+    aspp_projection_channels: int = 64
+    aspp_out_channels: int = 256
+    decoder_channels: tuple[int, int, int, int] = (112, 64, 32, 16)
     boundary_kernel: str = "laplacian"
     dropout: float = 0.0
 
@@ -144,7 +146,7 @@ def _config(variant: str, overrides: dict[str, Any]) -> MedLiteNetConfig:
 
 
 class _DecoderStage(nn.Module):
-    """Upsample to the skip's size, concatenate, two 3x3 conv-BN-SiLU, SCSE, optional BAA."""
+    """Upsample to the skip's size, concatenate, two 3x3 conv-BN-SiLU, optional BAA (Sec. III-F)."""
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int, boundary: str | None) -> None:
         super().__init__()
@@ -152,13 +154,27 @@ class _DecoderStage(nn.Module):
             ConvNormAct(in_channels + skip_channels, out_channels, 3, act_layer=nn.SiLU),
             ConvNormAct(out_channels, out_channels, 3, act_layer=nn.SiLU),
         )
-        self.scse = scse(out_channels)
         self.baa = BoundaryAwareAttention(out_channels, kernel=boundary) if boundary else None
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        x = self.scse(self.conv(torch.cat([x, skip], dim=1)))
+        x = self.conv(torch.cat([x, skip], dim=1))
         return self.baa(x) if self.baa is not None else x
+
+
+class ContextSCSE(nn.Module):
+    """ASPP and SCSE in parallel on the fused bottleneck (abstract, Sec. I-C): the ASPP branches (each with its
+    1x1 projection) and the SCSE-recalibrated features are concatenated and fused by one 1x1 conv-BN-SiLU."""
+
+    def __init__(self, channels: int, cfg: MedLiteNetConfig) -> None:
+        super().__init__()
+        self.aspp = ASPP(channels, cfg.aspp_branch_channels, cfg.aspp_dilations, first_branch_1x1=False,
+                         image_pooling=True, branch_projection=cfg.aspp_projection_channels, activation=nn.SiLU)
+        self.scse = scse(channels)
+        self.fuse = ConvNormAct(self.aspp.out_channels + channels, cfg.aspp_out_channels, 1, act_layer=nn.SiLU)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fuse(torch.cat([self.aspp(x), self.scse(x)], dim=1))
 
 
 class MedLiteNet(nn.Module):
@@ -192,15 +208,7 @@ class MedLiteNet(nn.Module):
             dropout=cfg.dropout,
         )
         self.fusion = LocalGlobalFusion(cfg.widths[-1], cfg.embed_dim)
-        self.aspp = ASPP(
-            cfg.embed_dim,
-            cfg.aspp_branch_channels,
-            cfg.aspp_dilations,
-            first_branch_1x1=False,
-            image_pooling=True,
-            out_channels=cfg.aspp_out_channels,
-            activation=nn.SiLU,
-        )
+        self.context = ContextSCSE(cfg.embed_dim, cfg)
         self.encoder_baa = BoundaryAwareAttention(
             cfg.aspp_out_channels, context_channels=cfg.embed_dim, kernel=cfg.boundary_kernel  # type: ignore[arg-type]
         )
@@ -229,7 +237,7 @@ class MedLiteNet(nn.Module):
             feats.append(stage(feats[-1]))
         f_conv = feats[-1]
         f_trans = self.transformer(f_conv)
-        y = self.aspp(self.fusion(f_conv, f_trans))
+        y = self.context(self.fusion(f_conv, f_trans))
         y = self.encoder_baa(y, context=f_trans)
         for stage, skip in zip(self.decoder, reversed(feats[:-1])):
             y = stage(y, skip)
