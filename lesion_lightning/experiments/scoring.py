@@ -22,9 +22,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lesion_lightning.experiments.tables import TableSpec
 
 # metric name -> (key in metrics.json or the complexity record, ratio?). Ratio metrics are stored as
 # fractions and printed in the table's units; the others are printed as they are.
@@ -158,3 +162,20 @@ def load_protocol(path: Path, data: Any) -> Protocol:
     return Protocol(checkpoint=check_choice(path, "protocol.checkpoint", data.get("checkpoint", "best-val-dice"), CHECKPOINTS),
                     scored_on=check_choice(path, "protocol.scored_on", data.get("scored_on", "test"), SCORED_ON),
                     why=str(data.get("why") or ""))
+
+
+def with_options(spec: TableSpec, metrics: str | None = None, resolution: str | None = None) -> TableSpec:
+    """The spec with extra printed metrics (`reproduce --metrics`) and another scoring resolution
+    (`--score-resolution`); an unknown metric or resolution is a SpecError naming the option."""
+    extra = [m.strip() for m in (metrics or "").split(",") if m.strip()]
+    unknown = [m for m in extra if m not in METRICS]
+    if unknown:
+        raise SpecError(f"--metrics: unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
+    spec.metrics = list(dict.fromkeys(spec.metrics + extra))
+    if resolution is not None:
+        if spec.scoring is None:
+            raise SpecError(f"--score-resolution: {spec.id} scores no masks ({spec.kind} table)")
+        spec.scoring = dataclasses.replace(spec.scoring, resolution=resolution)
+    if spec.scoring is not None:
+        spec.scoring = load_scoring(spec.path, {**spec.scoring.as_dict()}, spec.metrics)  # re-check the pairing
+    return spec

@@ -35,7 +35,6 @@ Top-level keys:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -55,10 +54,12 @@ from lesion_lightning.experiments.scoring import (
     load_protocol,
     load_scoring,
     spec_error,
+    with_options,
 )
 from lesion_lightning.paths import REPO_ROOT
 
-__all__ = ["METRICS", "METRIC_LABELS", "SpecError", "TableSpec", "Row", "load_spec", "load_all", "find_spec"]
+__all__ = ["METRICS", "METRIC_LABELS", "SpecError", "TableSpec", "Row", "load_spec", "load_all", "find_spec",
+           "with_options"]
 
 TABLES_DIR = REPO_ROOT / "experiments" / "tables"
 KINDS = ("train", "complexity", "efficiency", "cross-dataset")
@@ -354,23 +355,6 @@ def _paper_values(path: Path, where: str, paper_vals: Any, metrics: list[str], u
         except ValueError as err:
             raise _fail(path, f"{where}.paper.{metric}", str(err)) from None
     return parsed
-
-
-def with_options(spec: TableSpec, metrics: str | None = None, resolution: str | None = None) -> TableSpec:
-    """The spec with extra printed metrics (`reproduce --metrics`) and another scoring resolution
-    (`--score-resolution`); an unknown metric or resolution is a SpecError naming the option."""
-    extra = [m.strip() for m in (metrics or "").split(",") if m.strip()]
-    unknown = [m for m in extra if m not in METRICS]
-    if unknown:
-        raise SpecError(f"--metrics: unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
-    spec.metrics = list(dict.fromkeys(spec.metrics + extra))
-    if resolution is not None:
-        if spec.scoring is None:
-            raise SpecError(f"--score-resolution: {spec.id} scores no masks ({spec.kind} table)")
-        spec.scoring = dataclasses.replace(spec.scoring, resolution=resolution)
-    if spec.scoring is not None:
-        spec.scoring = load_scoring(spec.path, {**spec.scoring.as_dict()}, spec.metrics)  # re-check the pairing
-    return spec
 
 
 def spec_paths(directory: str | Path = TABLES_DIR) -> list[Path]:
