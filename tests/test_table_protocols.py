@@ -69,6 +69,11 @@ def test_extra_metrics_and_per_image_aggregation(tmp_path, capsys):
         with_options(find_spec("slsnet-table3"), "mean_iou")
     assert main(["reproduce", "lanet-table5", "--metrics", "dicee"]) == 2
     assert "--metrics: unknown metric" in capsys.readouterr().out
+    cross = with_options(find_spec("lanet-table9"), resolution="original")
+    jobs = runner.plan_jobs(cross, "smoke", tmp_path)
+    assert {j.result_section for j in jobs if j.kind == "test"} == {"test_original_size"}
+    network = runner.plan_jobs(find_spec("lanet-table9"), "smoke", tmp_path)
+    assert not {j.hash for j in jobs} & {j.hash for j in network}  # another convention, other results
 
 
 # -- LANET: weight decay 1e-4, the final-epoch network ------------------------------------------------

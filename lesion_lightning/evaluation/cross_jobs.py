@@ -159,13 +159,14 @@ def headline_values(entry: dict[str, Any]) -> dict[str, float]:
     return values
 
 
-def score_table_job(ckpt: Path, dataset: str, root: Path | None, output: Path) -> dict[str, float]:
+def score_table_job(ckpt: Path, dataset: str, root: Path | None, output: Path,
+                    resolution: str = "working") -> dict[str, float]:
     """A results table's cross-dataset cell (`lesion-lightning reproduce`, e.g. LANET Table 9): `cross_evaluate`
     of one trained checkpoint on one dataset, its outputs written into `output`; returns the headline scores
     with their `data_source`. No root (the smoke profile, whose tables say the data is not the paper's): the
     dataset's embedded sample, else its synthetic stand-in."""
     options = CrossEvalOptions(datasets=[dataset], data_roots={dataset: root} if root is not None else {},
-                               device="auto", synthetic=root is None)
+                               device="auto", synthetic=root is None, resolution=resolution)
     doc = cross_evaluate(ckpt, options)
     write_outputs(output, doc)
     entry = doc["results"][0]

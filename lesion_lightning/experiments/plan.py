@@ -309,7 +309,8 @@ def _cross_jobs(plan: _Plan, trained: list[Row], tests: list[Row], seed_list: li
                 job = Job(table=plan.spec.id, row=test_row.id, model=row.model, kind="test", dataset=ds,
                           split=plan.split, fold=None, seed=seed, profile=plan.profile, configs=tjob.configs,
                           options=[f"--data.dataset={ds}", root], depends_on=tjob.run_dir,
-                          checkpoint=tjob.checkpoint)
+                          checkpoint=tjob.checkpoint,
+                          resolution=plan.spec.scoring.resolution if plan.spec.scoring else "network")
                 jobs.append(_finish(job, plan, {**_digest(plan, tjob.configs), "trained": tjob.hash,
                                                 "engine": "cross-eval"}))
     return jobs

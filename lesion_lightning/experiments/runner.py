@@ -126,8 +126,9 @@ def _score_elsewhere(job: Job) -> None:
     run_dir = Path(job.run_dir)
     root = next((o.partition("=")[2] for o in job.options if o.startswith("--data.root=")), "null")
     result = score_table_job(scored_checkpoint(Path(job.depends_on or ""), job.checkpoint), job.dataset or "",
-                             None if root == "null" else Path(root), run_dir)
-    (run_dir / "metrics.json").write_text(json.dumps({"test": result}, indent=2))
+                             None if root == "null" else Path(root), run_dir,
+                             resolution="original" if job.resolution == "original" else "working")
+    (run_dir / "metrics.json").write_text(json.dumps({job.result_section: result}, indent=2))
 
 
 def run_job(job: Job, logger: str = "none", table: dict[str, Any] | None = None) -> dict[str, float]:
