@@ -31,6 +31,23 @@ PAPER_FIGURES = {
 }
 
 
+def malunet_encoder_block(cin: int, cout: int) -> nn.Sequential:
+    """Encoder stages 4-6: external attention, then dilated gated attention."""
+    return nn.Sequential(ExternalAttention(cin), DilatedGatedAttention(cin, cout))
+
+
+def malunet_decoder_block(cin: int, cout: int) -> nn.Sequential:
+    """Decoder stages 1-3: dilated gated attention, then external attention."""
+    return nn.Sequential(DilatedGatedAttention(cin, cout), ExternalAttention(cout))
+
+
+def tie_external_memories_(model: nn.Module) -> None:
+    """The official initialisation of every external-attention memory pair (after `light_unet_init_`)."""
+    for m in model.modules():
+        if isinstance(m, ExternalAttention):
+            m.tie_memory_init()
+
+
 @register_model(
     "malunet",
     input_size=(3, 256, 256),
@@ -54,19 +71,17 @@ class MALUNet(LightUNet):
             conv3x3(in_channels, c[0]),
             conv3x3(c[0], c[1]),
             conv3x3(c[1], c[2]),
-            nn.Sequential(ExternalAttention(c[2]), DilatedGatedAttention(c[2], c[3])),
-            nn.Sequential(ExternalAttention(c[3]), DilatedGatedAttention(c[3], c[4])),
-            nn.Sequential(ExternalAttention(c[4]), DilatedGatedAttention(c[4], c[5])),
+            malunet_encoder_block(c[2], c[3]),
+            malunet_encoder_block(c[3], c[4]),
+            malunet_encoder_block(c[4], c[5]),
         ]
         decoders = [
-            nn.Sequential(DilatedGatedAttention(c[5], c[4]), ExternalAttention(c[4])),
-            nn.Sequential(DilatedGatedAttention(c[4], c[3]), ExternalAttention(c[3])),
-            nn.Sequential(DilatedGatedAttention(c[3], c[2]), ExternalAttention(c[2])),
+            malunet_decoder_block(c[5], c[4]),
+            malunet_decoder_block(c[4], c[3]),
+            malunet_decoder_block(c[3], c[2]),
             conv3x3(c[2], c[1]),
             conv3x3(c[1], c[0]),
         ]
         super().__init__(c, encoders, decoders, SCAttentionBridge(c[:5]) if bridge else None, num_classes)
         self.apply(light_unet_init_)
-        for m in self.modules():
-            if isinstance(m, ExternalAttention):
-                m.tie_memory_init()
+        tie_external_memories_(self)
