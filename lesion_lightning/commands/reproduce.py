@@ -44,6 +44,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-checkpoints", choices=("yes", "no", "auto"), default="auto",
                         help="keep each job's checkpoints (auto: yes for the paper profile, no for smoke, whose "
                              "results stay in metrics.json)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="run N jobs at once, each in its own process (default: 1, one after another)")
+    parser.add_argument("--job-index", type=int, default=None, metavar="I",
+                        help="run only job I of the plan (0-based, the order of --dry-run), e.g. "
+                             "$SLURM_ARRAY_TASK_ID of a job array; aggregate afterwards with --no-run")
     parser.add_argument("--dry-run", action="store_true", help="list the jobs (and which are finished) without running them")
     parser.add_argument("--no-run", action="store_true", help="aggregate what is finished without running anything")
 
@@ -108,14 +113,25 @@ def _run_jobs(spec, jobs, args: argparse.Namespace, console) -> dict[str, int]:
                 progress.console.print(f"[red]job failed:[/] {job.label}: {err}")
             elif event == "done":
                 progress.console.print(f"[green]done[/] {job.label}  ({job.run_dir})")
+            elif event == "busy":
+                progress.console.print(f"[yellow]skipped:[/] {job.label}: {err}")
 
         keep = args.keep_checkpoints == "yes" or (args.keep_checkpoints == "auto" and args.profile == "paper")
         counts = run_jobs(jobs, logger=args.logger, on_event=on_event, keep_checkpoints=keep,
-                          table=spec.conventions())
+                          table=spec.conventions(), workers=args.jobs)
         progress.update(task, current="")
     console.print(f"ran {counts['ran']}, skipped {counts['skipped']} finished, failed {counts['failed']} "
                   f"in {time.time() - started:.0f} s")
     return counts
+
+
+def _run_one(spec, job, args: argparse.Namespace, console) -> int:
+    """One job of the plan (a job-array task); no table is written, so array tasks never race on it."""
+    args.keep_checkpoints = "yes"  # a later job of the plan may test this job's checkpoint
+    counts = _run_jobs(spec, [job], args, console)
+    console.print(f"job {args.job_index}: {job.label}: {'failed' if counts['failed'] else 'finished'}; "
+                  "aggregate the table with the same command, --no-run instead of --job-index")
+    return 1 if counts["failed"] else 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,6 +156,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for line in header_lines(spec, args.profile):
         console.print(f"[bold yellow]{line}[/]" if line.startswith("SMOKE") else line)
+    if args.jobs < 1 or (args.job_index is not None and not 0 <= args.job_index < len(jobs)):
+        what = f"--jobs {args.jobs}: give 1 or more" if args.jobs < 1 else \
+            f"--job-index {args.job_index}: the plan has jobs 0 to {len(jobs) - 1} (see --dry-run)"
+        console.print(f"[red]error:[/] {what}", soft_wrap=True, highlight=False)
+        return 2
+    if args.job_index is not None:
+        return _run_one(spec, jobs[args.job_index], args, console)
     done = sum(is_done(j) for j in jobs)
     console.print(f"{len(jobs)} jobs, {done} already finished (skipped), {len(jobs) - done} to run")
     if args.dry_run:

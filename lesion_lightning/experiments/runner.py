@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from lesion_lightning.experiments.parallel import JobBusy, claim, run_parallel
 from lesion_lightning.experiments.plan import (  # noqa: F401 - the runner's public names
     Job,
     JobError,
@@ -24,6 +25,7 @@ from lesion_lightning.experiments.plan import (  # noqa: F401 - the runner's pub
     embedded_for,
     plan_jobs,
 )
+from lesion_lightning.training.run_folder import write_json
 
 JOB_FILE = "job.json"
 # The checkpoint files each protocol.checkpoint choice scores, and the extra callback that writes them.
@@ -74,9 +76,7 @@ def is_done(job: Job) -> bool:
 
 
 def _mark(job: Job, status: str, **extra: Any) -> None:
-    run_dir = Path(job.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / JOB_FILE).write_text(json.dumps({**job.as_dict(), "status": status, **extra}, indent=2, default=str))
+    write_json(Path(job.run_dir) / JOB_FILE, {**job.as_dict(), "status": status, **extra})
 
 
 def scored_checkpoint(run_dir: Path, choice: str = "best-val-dice") -> Path:
@@ -128,7 +128,7 @@ def _score_elsewhere(job: Job) -> None:
     result = score_table_job(scored_checkpoint(Path(job.depends_on or ""), job.checkpoint), job.dataset or "",
                              None if root == "null" else Path(root), run_dir,
                              resolution="original" if job.resolution == "original" else "working")
-    (run_dir / "metrics.json").write_text(json.dumps({job.result_section: result}, indent=2))
+    write_json(run_dir / "metrics.json", {job.result_section: result})
 
 
 def run_job(job: Job, logger: str = "none", table: dict[str, Any] | None = None) -> dict[str, float]:
@@ -139,7 +139,7 @@ def run_job(job: Job, logger: str = "none", table: dict[str, Any] | None = None)
     if job.kind in ("complexity", "efficiency"):
         result = _cost_metrics(job.model or "", job.size or 224, json.loads(job.options[0]) if job.options else {},
                                timing=job.kind == "efficiency")
-        (run_dir / "metrics.json").write_text(json.dumps({"test": result}, indent=2))
+        write_json(run_dir / "metrics.json", {"test": result})
     elif job.kind == "train":
         _train_and_score(job, logger)
     elif job.kind == "ensemble":
@@ -148,12 +148,25 @@ def run_job(job: Job, logger: str = "none", table: dict[str, Any] | None = None)
         _score_elsewhere(job)
     if table:
         path = run_dir / "metrics.json"
-        path.write_text(json.dumps({**json.loads(path.read_text()), "table": table}, indent=2))
+        write_json(path, {**json.loads(path.read_text()), "table": table})
     _mark(job, "done", finished=time.time())
     result = read_result(job)
     if result is None:
         raise JobError(f"{run_dir}: the run finished without a {job.result_section} section in metrics.json")
     return result
+
+
+def run_claimed(job: Job, logger: str = "none", table: dict[str, Any] | None = None) -> None:
+    """Run a job holding its lock (`parallel.claim`: JobBusy if another process runs it), unless another
+    process finished it meanwhile; a failure is recorded in job.json, then raised."""
+    with claim(job.run_dir):
+        if is_done(job):
+            return
+        try:
+            run_job(job, logger=logger, table=table)
+        except (Exception, SystemExit) as err:
+            _mark(job, "failed", error=f"{type(err).__name__}: {err}")
+            raise
 
 
 def _cost_metrics(model: str, size: int, model_kwargs: dict[str, Any], timing: bool = False) -> dict[str, float]:
@@ -183,37 +196,50 @@ def _release(job: Job, jobs: list[Job]) -> None:
 
 
 def run_jobs(jobs: list[Job], logger: str = "none", on_event: Callable[[str, Job, Any], None] | None = None,
-             keep_checkpoints: bool = True, table: dict[str, Any] | None = None) -> dict[str, int]:
-    """Run the unfinished jobs in order; returns counts {ran, skipped, failed}.
+             keep_checkpoints: bool = True, table: dict[str, Any] | None = None, workers: int = 1) -> dict[str, int]:
+    """Run the unfinished jobs in order; returns counts {ran, skipped, failed} (skipped: finished before, or
+    being run by another process). `workers` > 1 runs them in that many processes (`parallel.run_parallel`).
 
     `keep_checkpoints=False` deletes each run's checkpoints once no pending job needs them (the results
     stay in metrics.json; the smoke profile's default, since a table's big baselines take GBs)."""
     counts = {"ran": 0, "skipped": 0, "failed": 0}
+
+    def finish(job: Job, status: str, err: Any) -> None:  # status: start, done, busy or failed
+        if status == "done":
+            counts["ran"] += 1
+            if not keep_checkpoints:
+                _release(job, jobs)
+        elif status != "start":
+            counts["skipped" if status == "busy" else "failed"] += 1
+        if on_event:
+            on_event(status, job, err)
+
+    def blocked(job: Job) -> str | None:
+        """The first training job `job` needs that did not finish, if any."""
+        return next((need for need in job.needs if not any(j.run_dir == need and is_done(j) for j in jobs)), None)
+
+    todo = []
     for job in jobs:
         if is_done(job):
             counts["skipped"] += 1
             if on_event:
                 on_event("skipped", job, None)
+        else:
+            todo.append(job)
+    if workers > 1:
+        run_parallel(todo, workers, logger, table, finish, blocked)
+        return counts
+    for job in todo:
+        if blocked(job):
+            finish(job, "failed", JobError(f"its training job {blocked(job)} did not finish"))
             continue
-        unfinished = [need for need in job.needs if not any(j.run_dir == need and is_done(j) for j in jobs)]
-        if unfinished:
-            counts["failed"] += 1
-            if on_event:
-                on_event("failed", job, JobError(f"its training job {unfinished[0]} did not finish"))
-            continue
-        if on_event:
-            on_event("start", job, None)
+        finish(job, "start", None)
         try:
-            run_job(job, logger=logger, table=table)
+            run_claimed(job, logger=logger, table=table)
+        except JobBusy as err:
+            finish(job, "busy", err)
         except (Exception, SystemExit) as err:  # noqa: BLE001 - one failed job must not stop the table
-            counts["failed"] += 1
-            _mark(job, "failed", error=f"{type(err).__name__}: {err}")
-            if on_event:
-                on_event("failed", job, err)
-            continue
-        counts["ran"] += 1
-        if not keep_checkpoints:
-            _release(job, jobs)
-        if on_event:
-            on_event("done", job, None)
+            finish(job, "failed", err)
+        else:
+            finish(job, "done", None)
     return counts
