@@ -25,10 +25,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from lesion_lightning.experiments.tables import TableSpec
+from typing import Any
 
 # metric name -> (key in metrics.json or the complexity record, ratio?). Ratio metrics are stored as
 # fractions and printed in the table's units; the others are printed as they are.
@@ -164,9 +161,9 @@ def load_protocol(path: Path, data: Any) -> Protocol:
                     why=str(data.get("why") or ""))
 
 
-def with_options(spec: TableSpec, metrics: str | None = None, resolution: str | None = None) -> TableSpec:
-    """The spec with extra printed metrics (`reproduce --metrics`) and another scoring resolution
-    (`--score-resolution`); an unknown metric or resolution is a SpecError naming the option."""
+def with_options(spec: Any, metrics: str | None = None, resolution: str | None = None) -> Any:
+    """The table spec (`tables.TableSpec`) with extra printed metrics (`reproduce --metrics`) and another
+    scoring resolution (`--score-resolution`); an unknown metric or resolution is a SpecError naming the option."""
     extra = [m.strip() for m in (metrics or "").split(",") if m.strip()]
     unknown = [m for m in extra if m not in METRICS]
     if unknown:
