@@ -47,15 +47,15 @@ def _worker_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def _run_in_worker(job: Any, logger: str, table: dict[str, Any] | None, threads: int) -> tuple[str, str | None]:
-    """One job in this (fresh) worker process: ("done", None), ("busy", why) or ("failed", error)."""
+def _run_in_worker(run_claimed: Callable[..., Any], job: Any, logger: str, table: dict[str, Any] | None,
+                   threads: int) -> tuple[str, str | None]:
+    """One job in this (fresh) worker process: ("done", None), ("busy", why) or ("failed", error).
+    `run_claimed` is `runner.run_claimed`, passed in (by reference) so this module does not import the runner."""
     import torch
-
-    from lesion_lightning.experiments import runner
 
     torch.set_num_threads(threads)  # N workers share the cores instead of each taking all of them
     try:
-        runner.run_claimed(job, logger=logger, table=table)
+        run_claimed(job, logger=logger, table=table)
     except JobBusy as err:
         return "busy", str(err)
     except (Exception, SystemExit) as err:  # noqa: BLE001 - reported to the parent, which goes on
@@ -64,7 +64,8 @@ def _run_in_worker(job: Any, logger: str, table: dict[str, Any] | None, threads:
 
 
 def run_parallel(jobs: list[Any], workers: int, logger: str, table: dict[str, Any] | None,
-                 on_finish: Callable[[Any, str, str | None], None], blocked: Callable[[Any], str | None]) -> None:
+                 on_finish: Callable[[Any, str, str | None], None], blocked: Callable[[Any], str | None],
+                 run_claimed: Callable[..., Any]) -> None:
     """Run `jobs` (all unfinished) in `workers` processes, each job in a fresh one (spawned, so no state of
     one job reaches the next). A job waits until the training jobs it scores are done (`job.needs`);
     `blocked(job)` names one of them that finished without success. `on_finish(job, status, error)` in this process
@@ -83,7 +84,8 @@ def run_parallel(jobs: list[Any], workers: int, logger: str, table: dict[str, An
                     on_finish(job, "failed", f"its training job {blocked(job)} did not finish")
                     continue
                 on_finish(job, "start", None)
-                running[pool.submit(_run_in_worker, job, logger, table, _worker_threads(workers))] = job
+                running[pool.submit(_run_in_worker, run_claimed, job, logger, table,
+                                    _worker_threads(workers))] = job
             if not running:
                 continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)

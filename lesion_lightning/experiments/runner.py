@@ -227,7 +227,7 @@ def run_jobs(jobs: list[Job], logger: str = "none", on_event: Callable[[str, Job
         else:
             todo.append(job)
     if workers > 1:
-        run_parallel(todo, workers, logger, table, finish, blocked)
+        run_parallel(todo, workers, logger, table, finish, blocked, run_claimed)
         return counts
     for job in todo:
         if blocked(job):
