@@ -42,7 +42,7 @@ def find_published(run_or_ckpt: str | Path, folder: Path | None = None) -> Path 
 
 def read_card(weights: Path) -> dict[str, Any]:
     """The model card of `weights`, checked against the file (exists, names a task, same SHA-256)."""
-    from lesion_lightning.inference.checkpoint import CheckpointError
+    from lesion_lightning.inference.loaded import CheckpointError
 
     card_path = weights.with_suffix(".json")
     if not weights.is_file():
@@ -71,7 +71,7 @@ def load_published(weights: Path, device: Any = "cpu") -> Any:
     from safetensors.torch import load_file
 
     from lesion_lightning.data.sizes import size_or_none
-    from lesion_lightning.inference.checkpoint import CheckpointError, LoadedTask, import_task_class
+    from lesion_lightning.inference.loaded import CheckpointError, LoadedTask, import_task_class
     from lesion_lightning.data.transforms import PRESETS
     from lesion_lightning.inference.preprocessing import Preprocessing
 
