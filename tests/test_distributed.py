@@ -7,6 +7,7 @@ docs/training.md. tests/write_audit records which process wrote which file under
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 import torch
 
 from lesion_lightning.paths import sample_dataset_root
+
+from slurm_cluster import SlurmCluster, missing_programs
 
 from distributed_launch import MULTI_NODE, REPO, demo_args, env, run_nodes, tiny_args, val_metrics, writes_by_rank
 
@@ -154,3 +157,72 @@ def test_external_launch_without_run_name_is_refused(tmp_path, ham10000_root) ->
     assert out.returncode != 0
     assert "needs --run_name" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "runs").exists()
+
+
+# -- SLURM: a real one-node cluster with two task slots (tests/slurm_cluster.py) -----------------------
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    missing = missing_programs()
+    if missing:
+        pytest.skip(f"needs Debian's slurm-wlm and munge (apt-get install slurm-wlm munge): no {', '.join(missing)}")
+    if os.geteuid() != 0:
+        pytest.skip("starting slurmd and munged for a throwaway cluster needs root")
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _slurm_env(cluster: SlurmCluster, tmp_path: Path) -> dict[str, str]:
+    """The job's environment (sbatch passes it on): this venv's `lesion-lightning` first on PATH."""
+    out = {**env(tmp_path), "SLURM_CONF": cluster.env()["SLURM_CONF"]}
+    out["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), out["PATH"]])
+    return out
+
+
+def _sbatch(cluster: SlurmCluster, tmp_path: Path, *args: str, timeout: float = 400) -> int:
+    cmd = ["sbatch", "--parsable", f"--output={tmp_path}/slurm-%A_%a.out", *args]
+    job = subprocess.run(cmd, env=_slurm_env(cluster, tmp_path), cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert job.returncode == 0, job.stderr
+    cluster.wait_idle_queue(timeout)
+    return int(job.stdout.strip().split(";")[0])
+
+
+@pytest.mark.slow
+def test_sbatch_script_trains_two_tasks_through_lightnings_slurm_detection(slurm, tmp_path, ham10000_root) -> None:
+    args = demo_args(tmp_path, ham10000_root, "fit")[1:]  # fit.sbatch adds the subcommand, devices and run name
+    job = _sbatch(slurm, tmp_path, str(REPO / "experiments" / "slurm" / "fit.sbatch"), *args)
+    output = "".join(p.read_text() for p in tmp_path.glob("slurm-*.out"))
+    assert slurm.state(job) == "COMPLETED", output[-4000:]
+    assert "MEMBER: 2/2" in output and "sync_dist" not in output
+    run = tmp_path / "runs" / "demo" / str(job)
+    _assert_rank_zero_wrote_everything(tmp_path, run)
+    best = run / "checkpoints" / f"best-{val_metrics(run)['epoch']:03d}.ckpt"
+    single = _validate_single_process(tmp_path, demo_args(tmp_path, ham10000_root, "validate"), best)
+    _assert_same_metrics(val_metrics(run), single)
+
+
+@pytest.mark.slow
+def test_job_array_runs_a_table_then_reproduce_aggregates(slurm, tmp_path, capsys) -> None:
+    from lesion_lightning.cli import main
+    from test_reproduce import TINY
+
+    spec = tmp_path / "tiny-table.yaml"
+    spec.write_text(TINY)
+    table = [str(spec), "--profile", "smoke", "--runs-root", str(tmp_path / "runs"), "--output", str(tmp_path / "out")]
+    _sbatch(slurm, tmp_path, "--array=0-3", str(REPO / "experiments" / "slurm" / "reproduce-array.sbatch"), *table)
+    outputs = sorted(tmp_path.glob("slurm-*.out"))
+    assert len(outputs) == 4 and all("finished; aggregate" in p.read_text() for p in outputs), \
+        [p.read_text()[-1500:] for p in outputs]
+    assert main(["reproduce", *table, "--no-run"]) == 0
+    assert "4 jobs, 4 already finished" in capsys.readouterr().out
+    assert (tmp_path / "out" / "tiny-table.csv").is_file()
+
+
+def test_docs_show_the_sbatch_scripts_the_tests_submit() -> None:
+    docs = (REPO / "docs" / "training.md").read_text()
+    assert (EXPERIMENTS / "slurm" / "fit.sbatch").read_text() in docs
+    assert "sbatch --array=0-9 experiments/slurm/reproduce-array.sbatch" in docs
+    assert "torchrun --nnodes 2 --nproc-per-node 1 --node-rank 0 --master-addr 127.0.0.1" in docs
