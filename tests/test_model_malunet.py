@@ -25,10 +25,6 @@ def model() -> nn.Module:
     return seeded_model("malunet")
 
 
-def test_parameter_count_equals_official_code(model: nn.Module) -> None:
-    assert count_params(model) == OFFICIAL_PARAMS
-
-
 def test_paper_params_are_thop_count_without_groupnorm(model: nn.Module) -> None:
     groupnorm = sum(p.numel() for m in model.modules() if isinstance(m, nn.GroupNorm) for p in m.parameters())
     assert round((count_params(model) - groupnorm) / 1e6, 3) == get_model_spec("malunet").paper["params"] / 1e6
@@ -44,18 +40,6 @@ def test_output_shape_equals_input_shape(model: nn.Module, size: tuple[int, int]
         out = model(torch.randn(1, 3, *size))
     assert out.shape == (1, 1, *size)
     assert torch.isfinite(out).all()
-
-
-def test_gradients_reach_every_parameter() -> None:
-    torch.manual_seed(0)
-    net = create_model("malunet").train()
-    net(torch.randn(2, 3, 64, 64)).square().mean().backward()
-    for name, p in net.named_parameters():
-        assert p.grad is not None, name
-        # EA's input-projection bias shifts every position of a memory row equally, which the
-        # softmax over positions cancels: its gradient is zero up to rounding.
-        if not name.endswith("proj_in.bias"):
-            assert p.grad.abs().sum() > 0, name
 
 
 def test_external_attention_memories_start_transposed_but_train_separately() -> None:

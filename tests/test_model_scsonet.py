@@ -44,10 +44,6 @@ def test_registry_entry() -> None:
     assert spec.paper["official_code_params"] == OFFICIAL_PARAMS
 
 
-def test_parameter_count_equals_official_code(model: nn.Module) -> None:
-    assert count_params(model) == OFFICIAL_PARAMS
-
-
 def test_paper_params_are_thop_count_in_binary_millions(model: nn.Module) -> None:
     # thop never counts GroupNorm, SCConv's own group norm or ODConv's bare weight tensor.
     skipped = sum(p.numel() for m in model.modules() if isinstance(m, (nn.GroupNorm, FlatGroupNorm)) for p in m.parameters())

@@ -29,6 +29,7 @@ from lesion_lightning.models.registry import register_model
 
 PAPER_FIGURES = {
     "params": 846_786,
+    "params_exact": True,  # appendix A lists every layer
     "gflops": 4.22,
     "memory_mb": 3.2,
     "layers": 136,
