@@ -126,7 +126,7 @@ def test_complexity_bad_options(capsys: pytest.CaptureFixture) -> None:
 def test_one_cost_report_behind_models_complexity_bench_and_the_runner(capsys: pytest.CaptureFixture) -> None:
     """`models`, `complexity`, `bench` and the table runner report the same counts (one measuring function)."""
     from lesion_lightning.evaluation.bench import bench_model
-    from lesion_lightning.experiments.runner import _cost_metrics
+    from lesion_lightning.tables.runner import _cost_metrics
     from lesion_lightning.utils.complexity import LatencySettings, measure_registered
 
     _, out, _ = _run(capsys, "models", "--json", "--names", "egeunet")

@@ -18,9 +18,9 @@ import pytest
 from scipy import stats
 
 from lesion_lightning.cli import main
-from lesion_lightning.experiments import runner
-from lesion_lightning.experiments.aggregate import aggregate
-from lesion_lightning.experiments.tables import TABLES_DIR, SpecError, find_spec, load_all, load_spec, parse_value
+from lesion_lightning.tables import runner
+from lesion_lightning.tables.aggregate import aggregate
+from lesion_lightning.tables.spec import TABLES_DIR, SpecError, find_spec, load_all, load_spec, parse_value
 from lesion_lightning.paths import REPO_ROOT
 
 PAPERS = REPO_ROOT.parent / "shared" / "papers"

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from lesion_lightning.cli import main
-from lesion_lightning.experiments import runner
-from lesion_lightning.experiments.parallel import JobBusy, claim
-from lesion_lightning.experiments.tables import load_spec
+from lesion_lightning.tables import runner
+from lesion_lightning.tables.parallel import JobBusy, claim
+from lesion_lightning.tables.spec import load_spec
 from lesion_lightning.paths import REPO_ROOT
 from test_reproduce import TINY
 
@@ -61,7 +61,7 @@ def test_two_processes_on_one_table_run_each_job_once(tmp_path):
         import sys
         sys.path[:0] = [{str(REPO_ROOT)!r}, {str(Path(__file__).parent)!r}]
         from pathlib import Path
-        from lesion_lightning.experiments import runner
+        from lesion_lightning.tables import runner
         from test_reproduce_parallel import _fake_run_job, _tiny_jobs
         runner.run_job = _fake_run_job
         print(runner.run_jobs(_tiny_jobs(Path({str(tmp_path)!r}))))

@@ -16,9 +16,9 @@ import yaml
 from PIL import Image
 
 from lesion_lightning.cli import main
-from lesion_lightning.experiments import runner
-from lesion_lightning.experiments.aggregate import aggregate, write_outputs
-from lesion_lightning.experiments.tables import SpecError, find_spec, load_all, load_spec, with_options
+from lesion_lightning.tables import runner
+from lesion_lightning.tables.aggregate import aggregate, write_outputs
+from lesion_lightning.tables.spec import SpecError, find_spec, load_all, load_spec, with_options
 from lesion_lightning.metrics import SegmentationMetrics
 from lesion_lightning.paths import REPO_ROOT, sample_dataset_root
 from tests.test_reproduce import TINY

@@ -54,7 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _list(console) -> int:
-    from lesion_lightning.experiments.tables import TABLES_DIR, load_all
+    from lesion_lightning.tables.spec import TABLES_DIR, load_all
 
     specs = load_all()
     print(f"{len(specs)} table specs in {TABLES_DIR} (run: lesion-lightning reproduce TABLE [--profile paper|smoke]):")
@@ -77,8 +77,8 @@ def _list(console) -> int:
 
 def _plan(args: argparse.Namespace):
     """(spec, jobs) of the table and options; SpecError/JobError for a bad table, row or data root."""
-    from lesion_lightning.experiments.runner import plan_jobs
-    from lesion_lightning.experiments.tables import SpecError, find_spec, with_options
+    from lesion_lightning.tables.runner import plan_jobs
+    from lesion_lightning.tables.spec import SpecError, find_spec, with_options
 
     spec = with_options(find_spec(args.table), args.metrics, args.score_resolution)
     rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
@@ -97,7 +97,7 @@ def _run_jobs(spec, jobs, args: argparse.Namespace, console) -> dict[str, int]:
     """Run the unfinished jobs with a progress bar; returns the counts {ran, skipped, failed}."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from lesion_lightning.experiments.runner import run_jobs
+    from lesion_lightning.tables.runner import run_jobs
 
     started = time.time()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -138,9 +138,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from lesion_lightning.experiments.aggregate import aggregate, header_lines, print_table, write_outputs
-    from lesion_lightning.experiments.runner import JobError, is_done
-    from lesion_lightning.experiments.tables import SpecError
+    from lesion_lightning.tables.aggregate import aggregate, header_lines, print_table, write_outputs
+    from lesion_lightning.tables.runner import JobError, is_done
+    from lesion_lightning.tables.spec import SpecError
 
     console = Console()
     if not args.table and not args.list:

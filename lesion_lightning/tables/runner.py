@@ -1,4 +1,4 @@
-"""Results store and job runner for table specs (jobs planned by `experiments.plan`).
+"""Results store and job runner for table specs (jobs planned by `tables.plan`).
 
 Training jobs run `fit`, then score the network the table's protocol names (`protocol.checkpoint`: the
 best-validation-Dice checkpoint, the final-epoch network, or the lowest-validation-loss checkpoint) in-process
@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from lesion_lightning.experiments.parallel import JobBusy, claim, run_parallel
-from lesion_lightning.experiments.plan import (  # noqa: F401 - the runner's public names
+from lesion_lightning.tables.parallel import JobBusy, claim, run_parallel
+from lesion_lightning.tables.plan import (  # noqa: F401 - the runner's public names
     Job,
     JobError,
     embedded_default,

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lesion_lightning.experiments.tables import Row, TableSpec
+from lesion_lightning.tables.spec import Row, TableSpec
 from lesion_lightning.paths import REPO_ROOT, sample_dataset_root
 
 BASE_CONFIG = "experiments/base.yaml"

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from lesion_lightning.experiments.runner import Job, embedded_default, embedded_for, read_result
-from lesion_lightning.experiments.tables import METRIC_LABELS, METRICS, Row, TableSpec
+from lesion_lightning.tables.runner import Job, embedded_default, embedded_for, read_result
+from lesion_lightning.tables.spec import METRIC_LABELS, METRICS, Row, TableSpec
 
 
 @dataclass

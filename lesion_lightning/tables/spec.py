@@ -22,8 +22,8 @@ Top-level keys:
     profiles      {paper: {...}, smoke: {...}} overrides: epochs, image_size, batch_size, seeds, args
     sizes         input sizes (efficiency tables)
     test_datasets datasets the trained model is evaluated on (cross-dataset tables)
-    scoring       how masks are scored (required for train/cross-dataset tables; see experiments.scoring)
-    protocol      which network is scored: checkpoint choice and scored subset (see experiments.scoring)
+    scoring       how masks are scored (required for train/cross-dataset tables; see tables.scoring)
+    protocol      which network is scored: checkpoint choice and scored subset (see tables.scoring)
     rows          list of rows:
         id, label (as printed), model (registry name), preset (experiment YAML, relative to the
         repository), args (extra CLI options), model_kwargs, paper_only (true for rows we do not
@@ -44,7 +44,7 @@ from typing import Any
 import yaml
 
 from lesion_lightning.data.datasets import list_datasets
-from lesion_lightning.experiments.scoring import (
+from lesion_lightning.tables.scoring import (
     METRIC_LABELS,
     METRICS,
     Protocol,
