@@ -27,7 +27,7 @@ PRESET_FILES = sorted(p for folder in OWN_FOLDERS for p in (EXPERIMENTS / folder
 TRAINABLE = [p for p in PRESET_FILES if p.name != "ensemble.yaml"]
 # The models this module trains through their presets (slsnet has its own adversarial preset and owner).
 MODELS = ("lanet", "scsonet", "unet_aksoy", "unet", "unetplusplus", "unet3plus", "deeplabv3plus", "medlitenet",
-          "egeunet", "malunet")
+          "egeunet", "malunet", "unet_small", "unetplusplus_small")
 FAST = ("lanet", "unet_aksoy", "medlitenet")  # the rest (larger, or slower per step on CPU) are marked slow
 
 
