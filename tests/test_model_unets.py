@@ -159,7 +159,7 @@ def test_small_unets_match_scsonet_table1(name: str, params_m: float, gflops: fl
     """Params equal the printed figure at its precision (two decimals, M); the printed 'GFLOPs' are thop's
     MACs at 256x256, matched within 0.5% by thop's counting rules (tests/model_checks.thop_style_macs)."""
     spec = get_model_spec(name)
-    assert (spec.paper["params"] / 1e6, spec.paper["gflops"]) == (params_m, gflops)
+    assert (spec.paper["params"] / 1e6, spec.paper["gmacs"]) == (params_m, gflops)
     net = create_model(name)
     assert round(count_params(net) / 1e6, 2) == params_m
     assert thop_style_macs(net, spec.input_size) / 1e9 == pytest.approx(gflops, rel=0.005)

@@ -20,7 +20,7 @@ from lesion_lightning.models.unet import double_conv
 
 PAPER_FIGURES = {
     "params": 9_160_000,
-    "gflops": 34.86,
+    "gmacs": 34.86,  # printed as "GFLOPs": thop MACs
     "flops_note": (
         "SCSONet Table 1 (after MALUNet/EGE-UNet) at 256x256: 9.16M params, 34.86 'GFLOPs' = thop's MACs, which "
         "also count a BatchNorm as 4 ops per element and a bilinear upsampling as 11 per output element; with "

@@ -131,7 +131,7 @@ def unet(
 
 SMALL_UNET_PAPER = {
     "params": 7_770_000,
-    "gflops": 13.76,
+    "gmacs": 13.76,  # printed as "GFLOPs": thop MACs
     "flops_note": (
         "SCSONet Table 1 (after MALUNet/EGE-UNet) at 256x256: 7.77M params, 13.76 'GFLOPs' = thop's MACs, which "
         "count a 2x2 stride-2 transposed conv as output pixels x C_in x C_out x 4 (4x its real MACs) and a "
