@@ -21,10 +21,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun(node_rank: int, port: int, nnodes: int = 2) -> list[str]:
+def torchrun(node_rank: int, port: int, nnodes: int = 2, *options: str) -> list[str]:
     """The documented launch of one node (docs/training.md, "Several nodes with torchrun")."""
     return [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nnodes), "--nproc-per-node", "1",
-            "--node-rank", str(node_rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
+            "--node-rank", str(node_rank), "--master-addr", "127.0.0.1", "--master-port", str(port), *options,
             "-m", "lesion_lightning"]
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,67 @@ def test_docs_show_the_sbatch_scripts_the_tests_submit() -> None:
     assert (EXPERIMENTS / "slurm" / "fit.sbatch").read_text() in docs
     assert "sbatch --array=0-9 experiments/slurm/reproduce-array.sbatch" in docs
     assert "torchrun --nnodes 2 --nproc-per-node 1 --node-rank 0 --master-addr 127.0.0.1" in docs
+
+
+# -- bad input: bounded failures, nothing left running, nothing corrupted ------------------------------
+def _no_process_left(results_or_procs) -> None:
+    import signal
+
+    for pid in results_or_procs:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            continue
+        os.killpg(pid, signal.SIGKILL)
+        raise AssertionError(f"process group {pid} was still running")
+
+
+@pytest.mark.slow
+def test_node_that_cannot_reach_the_master_fails_within_the_rendezvous_timeout(tmp_path, ham10000_root) -> None:
+    from distributed_launch import free_port, torchrun
+
+    port = free_port()  # nobody listens: node 0 never starts
+    cmd = torchrun(1, port, 2, "--rdzv-conf", "timeout=10")
+    started = time.monotonic()
+    proc = subprocess.Popen([*cmd, *demo_args(tmp_path, ham10000_root, "fit", "--run_name=mn", *MULTI_NODE,
+                                              "--trainer.strategy=ddp")],
+                            env=env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode != 0
+    assert f"timed out after 10000ms while trying to connect to (127.0.0.1, {port})" in out, out[-3000:]
+    assert time.monotonic() - started < 120
+    _no_process_left([proc.pid])
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_rank_killed_mid_epoch_stops_both_nodes_and_keeps_the_last_checkpoint(tmp_path, ham10000_root) -> None:
+    import signal
+
+    from distributed_launch import free_port, torchrun
+
+    slow = ["--trainer.callbacks+=slow_step_callback.SlowStep", "--trainer.callbacks.seconds=0.5"]
+    args = demo_args(tmp_path, ham10000_root, "fit", "--run_name=mn", *MULTI_NODE, "--trainer.strategy=ddp",
+                     "--trainer.max_epochs=3", *slow)
+    port = free_port()
+    procs = [subprocess.Popen([*torchrun(n, port), *args], env=env(tmp_path), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True) for n in (0, 1)]
+    run = tmp_path / "runs" / "demo" / "mn"
+    deadline = time.monotonic() + 240
+    while not (run / "checkpoints" / "last.ckpt").exists():  # epoch 0 done; epoch 1 takes >= 3 s
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "no epoch finished"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    (rank1,) = [int(p.name.split("-")[1][:-4]) for p in (tmp_path / "audit").glob("1-*.txt")]
+    os.kill(rank1, signal.SIGKILL)
+    killed = time.monotonic()
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode != 0 for p in procs), outs[0][-2000:]
+    assert "Signal 9 (SIGKILL) received by PID" in outs[1], outs[1][-2000:]  # node 1 names the cause
+    assert time.monotonic() - killed < 120
+    _no_process_left([p.pid for p in procs])
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 0  # the epoch before the kill, whole (atomic checkpoint writes)
+    assert json.loads((run / "metrics.json").read_text())["val"]["epoch"] == 0
+    print(f"both nodes stopped {time.monotonic() - killed:.1f} s after rank 1 was killed")
