@@ -139,9 +139,12 @@ def test_aksoy_two_class_iou_and_eq2_dice_against_a_hand_computation():
 def test_lowest_validation_loss_checkpoint_is_kept_and_scored(tmp_path):
     spec_path = tmp_path / "tiny-loss.yaml"
     spec_path.write_text(TINY.replace("seeds: 2,", "seeds: 1,").replace("epochs: 1,", "epochs: 2,")
-                         .replace("proposed: wide", "proposed: wide\nprotocol: {checkpoint: lowest-val-loss}"))
-    scs = find_spec("scsonet-table1")
-    assert scs.protocol.checkpoint == "lowest-val-loss" and "0-255" in scs.notes
+                         .replace("proposed: wide", "proposed: wide\nprotocol: {checkpoint: lowest-val-loss}")
+                         .replace("metrics: [", "cost_size: 48\nmetrics: [params_m, gflops, "))
+    for table in ("scsonet-table1", "scsonet-table2", "scsonet-table3"):
+        scs = find_spec(table)
+        assert scs.protocol.checkpoint == "lowest-val-loss" and "0-255" in scs.notes and scs.cost_size == 256
+        assert {j.cost_size for j in runner.plan_jobs(scs, "smoke", tmp_path)} == {256}  # at 256 whatever the profile
     jobs = runner.plan_jobs(load_spec(spec_path), "smoke", tmp_path, rows=["narrow"])
     assert runner.run_jobs(jobs, table=load_spec(spec_path).conventions()) == {"ran": 1, "skipped": 0, "failed": 0}
     run_dir = Path(jobs[0].run_dir)
@@ -151,6 +154,12 @@ def test_lowest_validation_loss_checkpoint_is_kept_and_scored(tmp_path):
     assert metrics["test"]["checkpoint"] == f"checkpoints/{kept[0]}"
     assert metrics["table"]["protocol"]["checkpoint"] == "lowest-val-loss"
     assert metrics["table"]["scoring"]["aggregation"] == "pooled"
+    # params and GFLOPs at the table's cost_size (48), not at the 32 px it trained at
+    expected = runner._cost_metrics("simple_unet", 48, {"base_width": 4})
+    cells = aggregate(load_spec(spec_path), jobs, "smoke").cells[("", "narrow")]
+    assert cells["gflops"].mean == pytest.approx(expected["gflops"]) and metrics["cost"]["size"] == 48
+    assert cells["params_m"].mean == pytest.approx(expected["params_m"])
+    assert expected["gflops"] != pytest.approx(runner._cost_metrics("simple_unet", 32, {"base_width": 4})["gflops"])
 
 
 # -- original-size scoring against the official ISIC scorer ------------------------------------------

@@ -50,6 +50,7 @@ class Job:
     resolution: str = "network"  # network | original (scoring.Scoring.resolution)
     tta: bool = False  # score with 6-fold test-time augmentation (the row's `tta`)
     members: list[str] = field(default_factory=list)  # run folders of an ensemble job's members
+    cost_size: int | None = None  # count params/GFLOPs/MACs at this input size (the table's cost_size)
 
     @property
     def needs(self) -> list[str]:
@@ -168,7 +169,7 @@ class _Plan:
     @property
     def scoring_payload(self) -> dict[str, Any]:
         scoring = self.spec.scoring.as_dict() if self.spec.scoring else None
-        return {"scoring": scoring, "protocol": self.spec.protocol.as_dict()}
+        return {"scoring": scoring, "protocol": self.spec.protocol.as_dict(), "cost_size": self.spec.cost_size}
 
 
 def _profile_overrides(spec: TableSpec, profile: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -267,7 +268,8 @@ def _train_job(plan: _Plan, row: Row, dataset: str, fold: int | None, seed: int)
     job = Job(table=plan.spec.id, row=row.id, model=row.model, kind="train", dataset=dataset, split=plan.split,
               fold=fold, seed=seed, profile=plan.profile, configs=configs, options=opts,
               stage="val" if scored_on_val else "test", checkpoint=plan.spec.protocol.checkpoint,
-              resolution=resolution if plan.spec.kind == "train" else "network", tta=row.tta)
+              resolution=resolution if plan.spec.kind == "train" else "network", tta=row.tta,
+              cost_size=plan.spec.cost_size)
     return _finish(job, plan, {**_digest(plan, configs), "tta": row.tta})
 
 
@@ -281,7 +283,7 @@ def _train_jobs(plan: _Plan, row: Row, seed_list: list[int], planned: list[Job])
             for seed in seed_list:
                 job = _train_job(plan, row, dataset, fold, seed)
                 if row.members:
-                    job.kind = "ensemble"
+                    job.kind, job.cost_size = "ensemble", None
                     job.members = [_member(plan, planned, m, job).run_dir for m in row.members]
                     _finish(job, plan, {**_digest(plan, job.configs), "tta": row.tta, "members": job.members})
                 jobs.append(job)

@@ -50,7 +50,7 @@ def read_result(job: Job) -> dict[str, float] | None:
     section = metrics.get(job.result_section)
     if not isinstance(section, dict) or not section:
         return None
-    return {**_complexity_metrics(run_dir), **section}
+    return {**_complexity_metrics(run_dir), **(metrics.get("cost") or {}), **section}
 
 
 def _complexity_metrics(run_dir: Path) -> dict[str, float]:
@@ -103,6 +103,18 @@ def _train_and_score(job: Job, logger: str) -> None:
     ckpt = scored_checkpoint(Path(job.run_dir), job.checkpoint)
     build_cli(["validate" if job.stage == "val" else "test", *common, *extra, f"--ckpt_path={ckpt}",
                *_scoring_options(job)])
+    if job.cost_size:
+        _write_cost(Path(job.run_dir), job.cost_size)
+
+
+def _write_cost(run_dir: Path, size: int) -> None:
+    """metrics.json `cost`: the trained model's params/GFLOPs/MACs at the table's `cost_size` (its config's model)."""
+    import yaml
+
+    init_args = ((yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("model") or {}).get("init_args") or {}
+    cost = _cost_metrics(str(init_args.get("model")), size, dict(init_args.get("model_kwargs") or {}))
+    path = run_dir / "metrics.json"
+    write_json(path, {**json.loads(path.read_text()), "cost": {**cost, "size": size}})
 
 
 def _scoring_options(job: Job) -> list[str]:

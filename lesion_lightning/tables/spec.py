@@ -24,6 +24,7 @@ Top-level keys:
     test_datasets datasets the trained model is evaluated on (cross-dataset tables)
     scoring       how masks are scored (required for train/cross-dataset tables; see tables.scoring)
     protocol      which network is scored: checkpoint choice and scored subset (see tables.scoring)
+    cost_size     input size at which trained rows' params/GFLOPs/MACs are counted (default: the training size)
     rows          list of rows:
         id, label (as printed), model (registry name), preset (experiment YAML, relative to the
         repository), args (extra CLI options), model_kwargs, paper_only (true for rows we do not
@@ -69,7 +70,8 @@ SPLITS = ("80-10-10", "70-30", "80-20", "official", "kfold")
 DATASETS = list_datasets(fixed_layout=True)
 
 TOP_KEYS = {"id", "paper", "paper_file", "table", "title", "kind", "units", "datasets", "split", "folds", "seeds",
-            "metrics", "proposed", "profiles", "sizes", "test_datasets", "rows", "notes", "scoring", "protocol"}
+            "metrics", "proposed", "profiles", "sizes", "test_datasets", "rows", "notes", "scoring", "protocol",
+            "cost_size"}
 ROW_KEYS = {"id", "label", "model", "preset", "args", "model_kwargs", "paper_only", "note", "dataset", "paper",
             "size", "deviation", "cited_from", "tta", "members"}
 PROFILE_KEYS = {"epochs", "image_size", "batch_size", "seeds", "args", "split", "folds", "limit_batches"}
@@ -128,6 +130,7 @@ class TableSpec:
     notes: str = ""
     scoring: Scoring | None = None  # None: a complexity/efficiency table (no masks scored)
     protocol: Protocol = field(default_factory=Protocol)
+    cost_size: int | None = None  # trained rows' params/GFLOPs/MACs at this input size (else the training size)
 
     def row(self, row_id: str) -> Row:
         for r in self.rows:
@@ -222,7 +225,14 @@ def load_spec(path: str | Path) -> TableSpec:
                      kind=kind, units=units, datasets=datasets, split=split, folds=folds, seeds=seeds,
                      metrics=list(metrics), proposed=proposed, profiles=_profiles(path, data.get("profiles")),
                      rows=rows, sizes=[int(s) for s in sizes], test_datasets=test_datasets,
-                     notes=str(data.get("notes") or ""), scoring=scoring, protocol=protocol)
+                     notes=str(data.get("notes") or ""), scoring=scoring, protocol=protocol,
+                     cost_size=_cost_size(path, data.get("cost_size")))
+
+
+def _cost_size(path: Path, value: Any) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise _fail(path, "cost_size", f"expected a positive input size in pixels, got {value!r}")
+    return value
 
 
 def _read(path: Path) -> dict[str, Any]:
