@@ -180,12 +180,12 @@ def test_slsnet_table5_and_ocr_tables_and_headlines():
             assert [row.paper[m].printed for m in ("ms", "fps", "macs_g")] == cells[3 * k:3 * k + 3]
     scs = "\n".join(_paper_lines("003_a4ccc4571ed5cb6a.txt"))
     for row in find_spec("scsonet-table1").rows:
-        values = " ".join(row.paper[m].printed for m in ("params_m", "gflops", "iou", "dice"))
+        values = " ".join(row.paper[m].printed for m in ("params_m", "macs_g", "iou", "dice"))
         assert re.search(re.escape(row.label) + r"\s+" + re.escape(values) + r"\s*$", scs, re.M), row.label
     for table_id in ("scsonet-table2", "scsonet-table3"):
         for row in find_spec(table_id).rows:
             assert re.search(rf"^{re.escape(row.label)} {re.escape(row.paper['params_m'].printed)}$", scs, re.M)
-            rest = " ".join(row.paper[m].printed for m in ("gflops", "iou", "dice"))
+            rest = " ".join(row.paper[m].printed for m in ("macs_g", "iou", "dice"))
             assert re.search(rf"^\s*{re.escape(rest)}$", scs, re.M), row.label
     med = _paper_lines("001_5331e9cf20d5f3be.txt")[7]
     spec = find_spec("medlitenet-headline")
