@@ -133,7 +133,8 @@ def _local(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from lesion_lightning.sweeps.local import LocalSweep, searched_parameters
+    from lesion_lightning.sweeps.leaderboard import searched_parameters
+    from lesion_lightning.sweeps.local import LocalSweep
     from lesion_lightning.sweeps.spec import SweepConfigError
 
     console = Console(stderr=True)

@@ -15,18 +15,20 @@ not applied here (each trial runs to its end).
 
 from __future__ import annotations
 
-import csv
-import datetime as _dt
 import json
 import math
+import os
 import random
+import socket
 import subprocess
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from lesion_lightning.sweeps.leaderboard import write_leaderboard
+from lesion_lightning.sweeps.shared import locked
 from lesion_lightning.sweeps.spec import (
     DEFAULT_PROJECT,
     SweepConfigError,
@@ -56,6 +58,7 @@ class Trial:
     run_file: str | None = None  # the offline .wandb file the metric was read from
     run_dir: str | None = None  # the lesion-lightning run folder, when the trial is a LightningCLI run
     summary: dict[str, Any] = field(default_factory=dict)
+    agent: str = ""  # host:pid of the `sweep local` agent that ran it
 
     @property
     def name(self) -> str:
@@ -176,6 +179,8 @@ class LocalSweep:
         self.on_trial = on_trial or (lambda event, trial: None)
         self.trials: list[Trial] = []
         self._runs: list[Any] = []  # sweeps.SweepRun, one per trial, in order
+        self._mine: dict[int, Any] = {}  # this agent's trial numbers -> their proposals (SweepRun)
+        self._param_paths: dict[int, Path] = {}  # this agent's trial numbers -> WANDB_SWEEP_PARAM_PATH
 
     # -- one trial --------------------------------------------------------------------------------
     def _propose(self) -> Any:
@@ -189,13 +194,14 @@ class LocalSweep:
             warnings.simplefilter("ignore")  # sklearn's GP convergence chatter in bayes
             return sweeps.next_run(self.config, self._runs, validate=True)
 
-    def _run_trial(self, number: int, proposal: Any) -> Trial:
-        sweeps = import_sweeps()
+    def _claim(self, number: int, proposal: Any) -> Trial:
+        """Trial `number` for the proposal: its folder, agent files and command, recorded as running."""
         params = {k: _plain(v["value"]) for k, v in proposal.config.items()}
         run_id = _new_id(8)
         trial_dir = self.output / "trials" / f"trial-{number:03d}"
         trial_dir.mkdir(parents=True, exist_ok=True)
         param_path, json_path = write_agent_files(trial_dir, self.sweep_id, run_id, params)
+        self._param_paths[number] = param_path
         argv = expand_command(self.config.get("command"), params, program=self.config.get("program"),
                               args_json_file=json_path.resolve())
         trial = Trial(number=number, run_id=run_id, params=params, command=argv,
@@ -207,10 +213,18 @@ class LocalSweep:
             trial.run_dir = str(runs_root / self.name / trial.name)
         argv += self.extra_args
         trial.command = argv
-        env = trial_environment(self.env, wandb_dir=trial_dir.resolve(), run_id=run_id, sweep_id=self.sweep_id,
-                                param_path=param_path.resolve(), project=self.config.get("project") or DEFAULT_PROJECT)
-
+        trial.state = "running"
+        trial.agent = f"{socket.gethostname()}:{os.getpid()}"
         self.trials.append(trial)
+        self._mine[number] = proposal
+        return trial
+
+    def _run_trial(self, trial: Trial, proposal: Any) -> Trial:
+        sweeps = import_sweeps()
+        trial_dir = Path(trial.log_path).parent
+        argv, run_id = trial.command, trial.run_id
+        env = trial_environment(self.env, wandb_dir=trial_dir.resolve(), run_id=run_id, sweep_id=self.sweep_id,
+                                param_path=self._param_paths[trial.number].resolve(), project=self.config.get("project") or DEFAULT_PROJECT)
         self.on_trial("start", trial)
         run_error: str | None = None  # why the process could not start or was stopped
         start = time.monotonic()
@@ -268,41 +282,56 @@ class LocalSweep:
 
     # -- the loop --------------------------------------------------------------------------------
     def resume(self) -> int:
-        """Continue the sweep recorded in `output/sweep.json`: its trials go back to the engine (so a grid
-        does not repeat points and bayes learns from them) and new trials are numbered after them.
+        """Continue, or join, the sweep recorded in `output/sweep.json`: its trials go back to the engine (so a
+        grid does not repeat points and bayes learns from them) and new trials are numbered after them.
         Returns how many trials were loaded."""
-        sweeps = import_sweeps()
-        state = json.loads((self.output / "sweep.json").read_text())
-        self.sweep_id = state["sweep_id"]
-        for record in state["trials"]:
-            trial = Trial(**record)
-            if trial.state not in ("finished", "failed"):
-                trial.state = "failed"
-            self.trials.append(trial)
-            history = [{self.config["metric"]["name"]: trial.metric}] if trial.metric is not None else []
-            run = sweeps.SweepRun(name=trial.run_id, config={k: {"value": v} for k, v in trial.params.items()},
-                                  summaryMetrics=dict(trial.summary), sampledHistory=history)
-            run.state = sweeps.RunState.finished if trial.state == "finished" else sweeps.RunState.failed
-            self._runs.append(run)
+        self.sweep_id = json.loads((self.output / "sweep.json").read_text())["sweep_id"]
+        self._sync()
         return len(self.trials)
+
+    def _sync(self) -> None:
+        """Take the other agents' trials from sweep.json (held lock); this agent's own stay as it knows them."""
+        path = self.output / "sweep.json"
+        if not path.is_file():
+            return
+        state = json.loads(path.read_text())
+        if state["sweep_id"] != self.sweep_id:
+            raise SystemExit(f"error: {self.output} holds sweep {state['sweep_id']} of another agent (started at the "
+                             "same time); join it with --resume, or give this agent another --output")
+        sweeps = import_sweeps()
+        mine = {t.number: t for t in self.trials if t.number in self._mine}
+        others = [Trial(**record) for record in state["trials"] if record["number"] not in self._mine]
+        self.trials = sorted([*mine.values(), *others], key=lambda t: t.number)
+        self._runs = [self._mine[t.number] if t.number in self._mine else _sweep_run(sweeps, t, self.metric_name)
+                      for t in self.trials]
+
+    @property
+    def metric_name(self) -> str:
+        return self.config["metric"]["name"]
 
     def run(self) -> LocalSweepResult:
         self.output.mkdir(parents=True, exist_ok=True)
         reason = "count"
-        first = len(self.trials) + 1
         try:
-            for number in range(first, first + self.count):
-                proposal = self._propose()
-                if proposal is None:
-                    reason = "exhausted"
-                    break
-                self._runs.append(proposal)
-                self._run_trial(number, proposal)  # appends to self.trials
-                write_leaderboard(self.result(reason))
+            for _ in range(self.count):
+                with locked(self.output):
+                    self._sync()
+                    proposal = self._propose()
+                    if proposal is None:
+                        reason = "exhausted"
+                        break
+                    trial = self._claim(max((t.number for t in self.trials), default=0) + 1, proposal)
+                    write_leaderboard(self.result(reason))
+                self._run_trial(trial, proposal)
+                with locked(self.output):
+                    self._sync()
+                    write_leaderboard(self.result(reason))
         except KeyboardInterrupt:
             reason = "interrupted"
-        result = self.result(reason)
-        write_leaderboard(result)
+        with locked(self.output):
+            self._sync()
+            result = self.result(reason)
+            write_leaderboard(result)
         return result
 
     def result(self, reason: str) -> LocalSweepResult:
@@ -311,124 +340,11 @@ class LocalSweep:
 
 
 # -- leaderboard ------------------------------------------------------------------------------------
-def searched_parameters(config: dict[str, Any]) -> list[str]:
-    """The parameters the sweep varies (not the fixed `value:` ones)."""
-    return [k for k, v in (config.get("parameters") or {}).items() if not (isinstance(v, dict) and "value" in v)]
-
-
-def ranked(result: LocalSweepResult) -> list[Trial]:
-    """Finished trials best first, then failed ones in trial order."""
-    sign = -1.0 if result.goal == "maximize" else 1.0
-    done = sorted((t for t in result.trials if t.state == "finished"), key=lambda t: (sign * t.metric, t.number))
-    return done + [t for t in result.trials if t.state != "finished"]
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True)
-    return "" if value is None else str(value)
-
-
-def leaderboard_rows(result: LocalSweepResult) -> tuple[list[str], list[dict[str, Any]]]:
-    param_names = sorted({k for t in result.trials for k in t.params})
-    header = ["rank", "trial", "run_id", "state", result.metric_name, "exit_code", "seconds", *param_names,
-              "error", "run_dir", "log"]
-    rows = []
-    rank = 0
-    for t in ranked(result):
-        rank_value: Any = ""
-        if t.state == "finished":
-            rank += 1
-            rank_value = rank
-        row = {"rank": rank_value, "trial": t.number, "run_id": t.run_id, "state": t.state,
-               result.metric_name: t.metric, "exit_code": t.exit_code, "seconds": t.seconds,
-               "error": t.error or "", "run_dir": t.run_dir or "", "log": t.log_path}
-        row.update({p: t.params.get(p) for p in param_names})
-        rows.append(row)
-    return header, rows
-
-
-def write_leaderboard(result: LocalSweepResult) -> dict[str, Path]:
-    """Write leaderboard.csv, leaderboard.md, leaderboard.png and sweep.json into the output folder."""
-    out = result.output
-    out.mkdir(parents=True, exist_ok=True)
-    header, rows = leaderboard_rows(result)
-    paths = {"csv": out / "leaderboard.csv", "md": out / "leaderboard.md", "png": out / "leaderboard.png",
-             "json": out / "sweep.json"}
-    with open(paths["csv"], "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=header)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row[k] is None else row[k] if not isinstance(row[k], (dict, list))
-                                 else json.dumps(row[k], sort_keys=True)) for k in header})
-
-    best = result.best()
-    fixed = {k for t in result.trials for k in t.params} - set(searched_parameters(result.config))
-    md_cols = [c for c in header if c not in ("run_dir", "log") and c not in fixed]  # the CSV has them all
-    lines = [
-        f"# Sweep {result.config.get('name') or result.sweep_id} ({result.sweep_id})",
-        "",
-        f"method `{result.config.get('method')}`, metric `{result.metric_name}` ({result.goal}); "
-        f"{len(result.trials)} trial(s), {sum(t.state == 'finished' for t in result.trials)} finished, "
-        f"{sum(t.state == 'failed' for t in result.trials)} failed; stopped: {result.stopped_reason}.",
-        "",
-    ]
-    if best is not None:
-        lines += [f"Best: trial {best.number} ({best.run_id}), {result.metric_name} = {best.metric:.6g}", ""]
-    lines.append("| " + " | ".join(md_cols) + " |")
-    lines.append("|" + "|".join("---:" if c in ("rank", "trial", result.metric_name, "exit_code", "seconds")
-                                else "---" for c in md_cols) + "|")
-    for row in rows:
-        lines.append("| " + " | ".join(_fmt(row[c]).replace("|", "\\|") for c in md_cols) + " |")
-    lines.append("")
-    paths["md"].write_text("\n".join(lines))
-
-    _plot(result, paths["png"])
-    paths["json"].write_text(json.dumps({
-        "sweep_id": result.sweep_id,
-        "written": _dt.datetime.now().isoformat(timespec="seconds"),
-        "stopped": result.stopped_reason,
-        "metric": result.config["metric"],
-        "best_trial": best.number if best else None,
-        "config": result.config,
-        "trials": [asdict(t) for t in result.trials],
-    }, indent=2, default=str))
-    return paths
-
-
-def _plot(result: LocalSweepResult, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
-    done = [t for t in result.trials if t.state == "finished"]
-    failed = [t for t in result.trials if t.state != "finished"]
-    if done:
-        ax.plot([t.number for t in done], [t.metric for t in done], "o", color="tab:blue", label="finished")
-        better = max if result.goal == "maximize" else min
-        best_so_far, xs, ys = None, [], []
-        for t in result.trials:
-            if t.state == "finished":
-                best_so_far = t.metric if best_so_far is None else better(best_so_far, t.metric)
-            if best_so_far is not None:
-                xs.append(t.number)
-                ys.append(best_so_far)
-        ax.step(xs, ys, where="post", color="tab:orange", label="best so far")
-    if failed:
-        floor = min((t.metric for t in done), default=0.0)
-        ax.plot([t.number for t in failed], [floor] * len(failed), "x", color="tab:red", label="failed")
-    ax.set_xlabel("trial")
-    ax.set_ylabel(result.metric_name)
-    ax.set_title(f"{result.config.get('name') or result.sweep_id}: {result.config.get('method')} ({result.goal})")
-    if result.trials:
-        ax.set_xticks([t.number for t in result.trials])
-    ax.grid(alpha=0.3)
-    if done or failed:
-        ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+def _sweep_run(sweeps: Any, trial: Trial, metric: str) -> Any:
+    """A recorded trial as the engine's SweepRun (running, finished or failed)."""
+    history = [{metric: trial.metric}] if trial.metric is not None else []
+    run = sweeps.SweepRun(name=trial.run_id, config={k: {"value": v} for k, v in trial.params.items()},
+                          summaryMetrics=dict(trial.summary), sampledHistory=history)
+    run.state = {"finished": sweeps.RunState.finished, "running": sweeps.RunState.running}.get(
+        trial.state, sweeps.RunState.failed)
+    return run

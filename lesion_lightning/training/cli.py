@@ -158,6 +158,8 @@ class LesionCLI(LightningCLI):
                 raise SystemExit(f"error: --ckpt_path last, but no run of experiment {experiment!r} under {experiment_dir} "
                                  "has checkpoints/last.ckpt")
             return latest
+        if not run_name and os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
+            run_name = os.environ["WANDB_RUN_ID"]  # a W&B agent's trial: the server's run id, unique across agents
         if not run_name and external_launch_world_size() > 1:
             # torchrun/srun start every rank themselves (on other nodes too): timestamps would differ per rank
             raise SystemExit("error: a multi-process launch (torchrun or srun) needs --run_name, the same on every "
