@@ -291,3 +291,24 @@ def test_rank_killed_mid_epoch_stops_both_nodes_and_keeps_the_last_checkpoint(tm
     assert ckpt["epoch"] == 0  # the epoch before the kill, whole (atomic checkpoint writes)
     assert json.loads((run / "metrics.json").read_text())["val"]["epoch"] == 0
     print(f"both nodes stopped {time.monotonic() - killed:.1f} s after rank 1 was killed")
+
+
+def test_a_run_folder_another_process_uses_is_refused_untouched(tmp_path, ham10000_root) -> None:
+    from lesion_lightning.training.cli import build_cli
+
+    run = tmp_path / "runs" / "demo" / "busy"
+    run.mkdir(parents=True)
+    hold = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'otherhost:123'); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(run / ".lock")], stdout=subprocess.PIPE, text=True)
+    args = demo_args(tmp_path, ham10000_root, "fit", "--run_name=busy", "--trainer.fast_dev_run=true")
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SystemExit, match=r"run folder .*busy is in use by another process \(otherhost:123\)"):
+            build_cli(args)
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing written beside the other's lock
+    finally:
+        holder.kill()
+        holder.wait()
+    build_cli(args)  # free again: the run goes ahead
+    assert (run / "environment.json").is_file()

@@ -176,6 +176,8 @@ class LesionCLI(LightningCLI):
         run_dir = self.run_dir
         if launch_rank() == 0:
             run_folder.check_writable(run_dir, self.model)
+            if self.subcommand:  # running, not only building (build_cli(run=False))
+                run_folder.hold_run_lock(run_dir)
         kwargs["default_root_dir"] = str(run_dir)
         logger = trainer_config.get("logger")
         if logger in (None, True):
@@ -216,8 +218,22 @@ def build_cli(argv: list[str], run: bool = True) -> LesionCLI:
     """Parse `argv` (subcommand first unless `run=False`), build model, data and trainer, and run the subcommand;
     then print where the results went."""
     silence_irrelevant_messages()
+    try:
+        cli = _make_cli(argv, run)
+        if run:
+            score_original_size_after(cli)
+    finally:
+        run_folder.release_run_locks()  # the stage is over: the folder may be used again (reproduce: fit, then test)
+    if run:
+        finish_wandb_runs(cli.trainer)
+        if cli.trainer.is_global_zero:
+            run_folder.print_run_folder(cli.run_dir, cli.subcommand)
+    return cli
+
+
+def _make_cli(argv: list[str], run: bool) -> LesionCLI:
     defaults = {"default_config_files": [str(BASE_CONFIG)]}
-    cli = LesionCLI(
+    return LesionCLI(
         LesionSegmentationModule,
         LesionDataModule,
         subclass_mode_model=True,
@@ -229,9 +245,3 @@ def build_cli(argv: list[str], run: bool = True) -> LesionCLI:
         run=run,
         auto_configure_optimizers=False,
     )
-    if run:
-        score_original_size_after(cli)
-        finish_wandb_runs(cli.trainer)
-        if cli.trainer.is_global_zero:
-            run_folder.print_run_folder(cli.run_dir, cli.subcommand)
-    return cli

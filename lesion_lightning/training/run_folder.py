@@ -13,6 +13,7 @@ runs/<experiment>/<run_name>/
 from __future__ import annotations
 
 import csv
+import fcntl
 import datetime as _dt
 import json
 import os
@@ -140,6 +141,35 @@ def check_writable(run_dir: Path, model: Any = None) -> None:
     if free < needed:
         raise SystemExit(f"error: {run_dir}: {free / 2**20:.0f} MB free, but the checkpoints need about "
                          f"{needed / 2**20:.0f} MB; free some space or choose another --output_root")
+
+
+RUN_LOCK = ".lock"
+_held_run_locks: dict[Path, int] = {}  # run folder -> open lock file of this process
+
+
+def hold_run_lock(run_dir: Path) -> None:
+    """Claim the run folder for this process (an exclusive `flock` on `.lock`, dropped when the process ends or
+    `release_run_locks()` runs): a second process training or evaluating into the same folder at the same time
+    is refused instead of overwriting its checkpoints and metrics."""
+    key = run_dir.resolve()
+    if key in _held_run_locks:
+        return
+    fd = os.open(key / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise SystemExit(f"error: the run folder {run_dir} is in use by another process ({holder}); give this run "
+                         "another --run_name (or --output_root), or wait until the other one ends") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{platform.node()}:{os.getpid()}\n".encode(), 0)
+    _held_run_locks[key] = fd
+
+
+def release_run_locks() -> None:
+    while _held_run_locks:
+        os.close(_held_run_locks.popitem()[1])
 
 
 MAIN_FILES = ("config.yaml", "config_validate.yaml", "config_test.yaml", "config_predict.yaml", "split.json",
