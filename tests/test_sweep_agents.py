@@ -24,7 +24,7 @@ def _agent(config: Path, out: Path, *extra: str) -> subprocess.Popen:
 
 
 def test_two_agents_on_one_grid_run_each_point_once_in_their_own_folders(tmp_path):
-    config = _fake_sweep(tmp_path, "grid", {"x": {"values": [1, 2, 3, 4, 5, 6]}, "sleep": {"value": 1.0}})
+    config = _fake_sweep(tmp_path, "grid", {"x": {"values": [1, 2, 3, 4, 5, 6]}, "sleep": {"value": 1.5}})
     out = tmp_path / "shared"
     first = _agent(config, out)
     deadline = time.monotonic() + 60
