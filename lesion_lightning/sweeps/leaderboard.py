@@ -1,16 +1,61 @@
-"""The local sweep's leaderboard: trials ranked by the metric, as CSV, Markdown, a PNG plot and sweep.json."""
+"""A local sweep's trials and result, and its leaderboard: trials ranked by the metric, as CSV, Markdown, a PNG
+plot and sweep.json."""
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from lesion_lightning.sweeps.local import LocalSweepResult, Trial
+
+@dataclass
+class Trial:
+    """One trial of a local sweep, as recorded in sweep.json and the leaderboard."""
+
+    number: int
+    run_id: str
+    params: dict[str, Any]
+    command: list[str]
+    state: str = "pending"  # finished | failed
+    exit_code: int | None = None
+    metric: float | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    log_path: str = ""
+    run_file: str | None = None  # the offline .wandb file the metric was read from
+    run_dir: str | None = None  # the lesion-lightning run folder, when the trial is a LightningCLI run
+    summary: dict[str, Any] = field(default_factory=dict)
+    agent: str = ""  # host:pid of the `sweep local` agent that ran it
+
+    @property
+    def name(self) -> str:
+        return f"trial-{self.number:03d}"
+
+
+@dataclass
+class LocalSweepResult:
+    sweep_id: str
+    output: Path
+    config: dict[str, Any]
+    trials: list[Trial]
+    stopped_reason: str  # "count" | "exhausted" | "interrupted"
+
+    @property
+    def metric_name(self) -> str:
+        return self.config["metric"]["name"]
+
+    @property
+    def goal(self) -> str:
+        return self.config["metric"].get("goal", "minimize")
+
+    def best(self) -> Trial | None:
+        done = [t for t in self.trials if t.state == "finished" and t.metric is not None]
+        if not done:
+            return None
+        return (max if self.goal == "maximize" else min)(done, key=lambda t: t.metric)
 
 
 def searched_parameters(config: dict[str, Any]) -> list[str]:
