@@ -25,7 +25,8 @@ from test_reproduce import TINY
 
 def _tiny_jobs(tmp_path: Path) -> list:
     spec_path = tmp_path / "tiny-table.yaml"
-    spec_path.write_text(TINY)
+    if not spec_path.is_file():  # written once: the two processes of the test below read it concurrently
+        spec_path.write_text(TINY)
     return runner.plan_jobs(load_spec(spec_path), "smoke", tmp_path / "runs")
 
 
