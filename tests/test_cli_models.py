@@ -141,3 +141,26 @@ def test_one_cost_report_behind_models_complexity_bench_and_the_runner(capsys: p
     assert row["macs"] == single["macs"] == bench["macs"] == round(table["macs_g"] * 1e9) == report.macs
     assert single["layers"] == table["layers"] == report.layers > 0
     assert len(report.latency.times_ms) == 2 and table["ms"] > 0 and bench["median_ms"] > 0
+
+
+def test_models_reads_cached_costs_until_the_model_code_changes(capsys: pytest.CaptureFixture,
+                                                                monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from lesion_lightning.utils import complexity, cost_cache
+
+    monkeypatch.setenv("LESION_LIGHTNING_CACHE", str(tmp_path))
+    calls: list[str] = []
+    real = complexity.measure_registered
+
+    def counting(name, *args, **kwargs):
+        calls.append(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(complexity, "measure_registered", counting)
+    argv = ("models", "--json", "--names", "lanet,egeunet")
+    first = _run(capsys, *argv)
+    assert first[0] == 0 and calls == ["lanet", "egeunet"]
+    assert (tmp_path / cost_cache.CACHE_FILE).is_file()
+    assert _run(capsys, *argv)[1] == first[1] and calls == ["lanet", "egeunet"]  # read, not measured
+    assert _run(capsys, *argv, "--no-cache")[1] == first[1] and len(calls) == 4
+    monkeypatch.setattr(cost_cache, "source_fingerprint", lambda: "edited model code")
+    assert _run(capsys, *argv)[1] == first[1] and len(calls) == 6  # stale cache: measured again

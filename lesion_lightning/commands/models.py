@@ -18,6 +18,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help='print a JSON list of {"name", "params", "input_size", "macs", "flops", "paper", ...}')
     parser.add_argument("--names", default=None, metavar="A,B,...",
                         help="comma-separated model names to list (default: every registered model)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="measure every model again instead of reading the cost cache (model_costs.json in "
+                        "$LESION_LIGHTNING_CACHE or .cache/lesion-lightning; rebuilt when model code changes)")
 
 
 def _select(names_opt: str | None) -> list[str]:
@@ -35,8 +38,12 @@ def _select(names_opt: str | None) -> list[str]:
     return wanted
 
 
-def model_row(name: str) -> dict[str, Any]:
-    """One row: the registry's facts about `name` and its cost report at its paper input size."""
+MEASURED = ("params", "trainable_params", "macs", "flops", "memory_mb")
+
+
+def model_row(name: str, cache: Any = None) -> dict[str, Any]:
+    """One row: the registry's facts about `name` and its cost report at its paper input size (from `cache`,
+    a `CostCache`, when it holds the model)."""
     from lesion_lightning.models import get_model_spec
     from lesion_lightning.utils.complexity import measure_registered
 
@@ -44,6 +51,10 @@ def model_row(name: str) -> dict[str, Any]:
     row: dict[str, Any] = {"name": name, "params": None, "input_size": list(spec.input_size), "macs": None,
                            "flops": None, "paper": dict(spec.paper), "trainable_params": None, "memory_mb": None,
                            "preset": spec.preset, "num_classes": spec.num_classes, "description": spec.description}
+    cached = cache.get(name) if cache is not None else None
+    if cached is not None:
+        row.update({k: cached[k] for k in MEASURED})
+        return row
     try:
         c = measure_registered(name)
     except Exception as err:  # one broken model must not hide the others
@@ -51,6 +62,8 @@ def model_row(name: str) -> dict[str, Any]:
         return row
     row.update(params=c.params, trainable_params=c.trainable_params, macs=c.macs, flops=c.flops,
                memory_mb=round(c.memory_mb, 3))
+    if cache is not None:
+        cache.put(name, {k: row[k] for k in MEASURED})
     return row
 
 
@@ -112,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from lesion_lightning.data.cache import default_cache_dir
+    from lesion_lightning.utils.cost_cache import CostCache
+
+    cache = None if args.no_cache else CostCache(default_cache_dir())
     err_console = Console(file=sys.stderr)
     rows = []
     # Counting the large baselines takes seconds each on CPU: show progress on stderr (stdout stays JSON).
@@ -119,8 +136,10 @@ def run(args: argparse.Namespace) -> int:
         task = progress.add_task("measuring", total=len(names))
         for name in names:
             progress.update(task, description=f"measuring {name}")
-            rows.append(model_row(name))
+            rows.append(model_row(name, cache))
             progress.advance(task)
+    if cache is not None:
+        cache.save()
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     else:
