@@ -62,6 +62,7 @@ bench: install ## run the benchmarks in benchmarks/ (ratios, real-data Dice; SCS
 	$(PY) benchmarks/predict_throughput.py
 	$(PY) benchmarks/onnx_vs_eager.py
 	$(PY) benchmarks/startup.py
+	$(PY) benchmarks/data_scale.py
 	$(PY) benchmarks/real_accuracy.py
 	$(if $(SCSONET_PEER_DIR),$(PY) benchmarks/peer_speed.py --peer-dir $(SCSONET_PEER_DIR),@echo "peer_speed: SKIPPED: set SCSONET_PEER_DIR=/path/to/SCSONet (git clone https://github.com/Haoyu1Chen/SCSONet)")
 
