@@ -64,7 +64,7 @@ def write_isic(root: Path, folders: Mapping[str, tuple[str, str]], counts: dict[
                hw: tuple[int, int], superpixels: bool = False) -> None:
     """Synthetic pairs in the official folders, with LICENSE/ATTRIBUTION noise files (and, for 2017,
     `ISIC_xxxxxxx_superpixels.png` beside the images)."""
-    from lesion_lightning.data import synthetic as syn
+    from lesion_lightning.data import synthetic_draw as syn
 
     index = 0
     for subset in [s for s in SUBSETS if s in folders]:

@@ -107,7 +107,7 @@ def _scan(builder: ScanBuilder, subsets: list[str] | None, options: dict[str, An
 
 def _write(root: Path, counts: dict[str, int], seed: int, hw: tuple[int, int]) -> None:
     """`images/img_NNNN.jpg` + `masks/img_NNNN_segmentation.png`."""
-    from lesion_lightning.data import synthetic as syn
+    from lesion_lightning.data import synthetic_draw as syn
 
     for i in range(counts["train"]):
         image, mask = syn.make_sample(syn.image_rng(seed, i), hw)

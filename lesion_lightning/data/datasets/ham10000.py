@@ -68,7 +68,7 @@ _META, _IDS, _LESIONS = 1, 2, 3  # synthetic random streams (0 draws the images)
 def _write(root: Path, counts: dict[str, int], seed: int, hw: tuple[int, int]) -> None:
     """1-3 images per lesion_id (images of one lesion share its shape and colour, as in the real set),
     split over both official image parts, and the metadata table."""
-    from lesion_lightning.data import synthetic as syn
+    from lesion_lightning.data import synthetic_draw as syn
 
     n = counts["train"]
     first_id = 24306  # the real HAM10000 ids start at ISIC_0024306

@@ -130,7 +130,7 @@ def _write(root: Path, counts: dict[str, int], seed: int, hw: tuple[int, int]) -
     import numpy as np
     from PIL import Image
 
-    from lesion_lightning.data import synthetic as syn
+    from lesion_lightning.data import synthetic_draw as syn
 
     n = counts["train"]
     if n > 998:
