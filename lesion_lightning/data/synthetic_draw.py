@@ -108,30 +108,28 @@ def _soft(layer: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def render(lesion: _Lesion, rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    # Works channel-first (3, H, W) in float32: broadcasting (H, W) planes over a leading colour
-    # axis is ~10x faster in numpy than over a trailing one. Full-size temporaries are kept few
-    # (in-place ops on one scratch buffer): fresh large allocations page-fault and dominated the time.
-    h, w = int(size[0]), int(size[1])
-    if h < 16 or w < 16:
-        raise ValueError(f"synthetic image size must be at least 16x16, got {h}x{w}")
-    short = min(h, w)
-    f32 = np.float32
+def _colour(rgb) -> np.ndarray:
+    return np.asarray(rgb, np.float32).reshape(3, 1, 1)
 
-    def colour(rgb) -> np.ndarray:
-        return np.asarray(rgb, f32).reshape(3, 1, 1)
 
-    # Skin: base tone, low-frequency blotchiness, fine grain at about 2-pixel scale.
-    skin = colour(_SKIN_TONES[rng.integers(len(_SKIN_TONES))] * rng.uniform(0.94, 1.06, 3))
-    grain = cv2.resize(rng.standard_normal((max(2, h // 2), max(2, w // 2)), dtype=f32), (w, h))
+def _draw_skin(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, scratch buffer, grain): base tone, low-frequency blotchiness, fine grain at ~2-pixel scale."""
+    skin = _colour(_SKIN_TONES[rng.integers(len(_SKIN_TONES))] * rng.uniform(0.94, 1.06, 3))
+    grain = cv2.resize(rng.standard_normal((max(2, h // 2), max(2, w // 2)), dtype=np.float32), (w, h))
     shade = 1 + 0.06 * _smooth_noise(rng, (h, w), 5) + 0.015 * grain
     img = skin * shade
-    tint = _smooth_noise(rng, (h, w), 16, 3)  # reused below as the scratch buffer
+    tint = _smooth_noise(rng, (h, w), 16, 3)  # reused afterwards as the scratch buffer
     tint *= 4
     img += tint
-    scratch = tint
+    return img, tint, grain
 
-    # Lesion: exact polygon mask; appearance blended through a softened copy (fuzzy border).
+
+def _draw_lesion(lesion: _Lesion, rng: np.random.Generator, img: np.ndarray, scratch: np.ndarray,
+                 grain: np.ndarray) -> np.ndarray:
+    """Blend the lesion into `img` in place; returns its exact polygon mask (fuzzy border only in the image)."""
+    f32 = np.float32
+    h, w = img.shape[1:]
+    short = min(h, w)
     mask = np.zeros((h, w), np.uint8)
     cv2.fillPoly(mask, [_lesion_polygon(lesion, (h, w))], 1, lineType=cv2.LINE_8, shift=4)
     if not mask.any():  # degenerate tiny sizes: keep at least the centre pixel
@@ -150,48 +148,63 @@ def render(lesion: _Lesion, rng: np.random.Generator, size: tuple[int, int]) -> 
         cv2.ellipse(blot_layer, centre, axes, float(rng.uniform(0, 180)), 0, 360, float(strength), -1)
     if lesion.blotches:
         shading *= 1 - _soft(blot_layer, max(0.8, 0.02 * short)) * mask
-    np.multiply(colour(lesion.tone), shading, out=scratch)  # pigment colour
+    np.multiply(_colour(lesion.tone), shading, out=scratch)  # pigment colour
     scratch -= img
     scratch *= alpha
     img += scratch
+    return mask
 
-    # Hairs: thin dark quadratic curves across the field, some over the lesion.
+
+def _draw_hairs(rng: np.random.Generator, img: np.ndarray, scratch: np.ndarray) -> None:
+    """Thin dark quadratic curves across the field, some over the lesion (in place)."""
+    h, w = img.shape[1:]
+    short = min(h, w)
     n_hairs = int(rng.choice([0, 0, 1, 2, 3, 5, 8]))
-    if n_hairs:
-        hair = np.zeros((h, w), f32)
-        t = np.linspace(0, 1, 48)[:, None]
-        for _ in range(n_hairs):
-            p0 = rng.uniform([0, 0], [w, h])
-            p2 = rng.uniform([0, 0], [w, h])
-            p1 = (p0 + p2) / 2 + rng.normal(0, 0.2 * short, 2)
-            pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
-            thickness = max(1, round(short / 256 * rng.uniform(0.8, 2.2)))
-            cv2.polylines(hair, [np.round(pts * 16).astype(np.int32)], False, float(rng.uniform(0.6, 0.95)),
-                          thickness, cv2.LINE_AA, shift=4)
-        np.subtract(colour([40, 28, 22]) * f32(rng.uniform(0.6, 1.3)), img, out=scratch)
-        scratch *= hair
-        img += scratch
+    if not n_hairs:
+        return
+    hair = np.zeros((h, w), np.float32)
+    t = np.linspace(0, 1, 48)[:, None]
+    for _ in range(n_hairs):
+        p0 = rng.uniform([0, 0], [w, h])
+        p2 = rng.uniform([0, 0], [w, h])
+        p1 = (p0 + p2) / 2 + rng.normal(0, 0.2 * short, 2)
+        pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
+        thickness = max(1, round(short / 256 * rng.uniform(0.8, 2.2)))
+        cv2.polylines(hair, [np.round(pts * 16).astype(np.int32)], False, float(rng.uniform(0.6, 0.95)),
+                      thickness, cv2.LINE_AA, shift=4)
+    np.subtract(_colour([40, 28, 22]) * np.float32(rng.uniform(0.6, 1.3)), img, out=scratch)
+    scratch *= hair
+    img += scratch
 
-    # Ruler marks along one edge (about one image in four).
-    if rng.random() < 0.25:
-        ruler = np.zeros((h, w), f32)
-        step = max(3, round(short * rng.uniform(0.03, 0.05)))
-        edge = int(rng.integers(4))  # 0 top, 1 bottom, 2 left, 3 right
-        offset = round(short * rng.uniform(0.12, 0.2))
-        length = w if edge < 2 else h
-        for i, pos in enumerate(range(round(0.25 * length), round(0.75 * length), step)):
-            tick = round(short * (0.05 if i % 5 == 0 else 0.025))
-            a, b = [(pos, offset), (pos, offset + tick)] if edge < 2 else [(offset, pos), (offset + tick, pos)]
-            if edge == 1:
-                a, b = (pos, h - 1 - offset), (pos, h - 1 - offset - tick)
-            elif edge == 3:
-                a, b = (w - 1 - offset, pos), (w - 1 - offset - tick, pos)
-            cv2.line(ruler, a, b, 0.85, max(1, round(short / 300)), cv2.LINE_AA)
-        np.subtract(f32(20.0), img, out=scratch)
-        scratch *= ruler
-        img += scratch
 
-    # Dermoscope vignetting: circular field of view fading to near-black corners.
+def _draw_ruler(rng: np.random.Generator, img: np.ndarray, scratch: np.ndarray) -> None:
+    """Ruler marks along one edge, in about one image in four (in place)."""
+    if rng.random() >= 0.25:
+        return
+    h, w = img.shape[1:]
+    short = min(h, w)
+    ruler = np.zeros((h, w), np.float32)
+    step = max(3, round(short * rng.uniform(0.03, 0.05)))
+    edge = int(rng.integers(4))  # 0 top, 1 bottom, 2 left, 3 right
+    offset = round(short * rng.uniform(0.12, 0.2))
+    length = w if edge < 2 else h
+    for i, pos in enumerate(range(round(0.25 * length), round(0.75 * length), step)):
+        tick = round(short * (0.05 if i % 5 == 0 else 0.025))
+        a, b = [(pos, offset), (pos, offset + tick)] if edge < 2 else [(offset, pos), (offset + tick, pos)]
+        if edge == 1:
+            a, b = (pos, h - 1 - offset), (pos, h - 1 - offset - tick)
+        elif edge == 3:
+            a, b = (w - 1 - offset, pos), (w - 1 - offset - tick, pos)
+        cv2.line(ruler, a, b, 0.85, max(1, round(short / 300)), cv2.LINE_AA)
+    np.subtract(np.float32(20.0), img, out=scratch)
+    scratch *= ruler
+    img += scratch
+
+
+def _vignette(rng: np.random.Generator, img: np.ndarray) -> None:
+    """Dermoscope vignetting: circular field of view fading to near-black corners (in place)."""
+    f32 = np.float32
+    h, w = img.shape[1:]
     yy = (np.arange(h, dtype=f32) - (h - 1) / 2)[:, None]
     xx = (np.arange(w, dtype=f32) - (w - 1) / 2)[None, :]
     rr = np.sqrt(yy * yy + xx * xx) / f32(0.5 * math.hypot(h, w))  # 1.0 at the corners
@@ -199,6 +212,20 @@ def render(lesion: _Lesion, rng: np.random.Generator, size: tuple[int, int]) -> 
     fade = np.clip((rr - r0) / f32(0.18), 0, 1)
     img *= 1 - 0.93 * fade * fade * (3 - 2 * fade) - 0.1 * rr * rr
 
+
+def render(lesion: _Lesion, rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 image and (H, W) 0/1 mask of `lesion`: skin, lesion, hairs, ruler, vignetting."""
+    # Works channel-first (3, H, W) in float32: broadcasting (H, W) planes over a leading colour
+    # axis is ~10x faster in numpy than over a trailing one. Full-size temporaries are kept few
+    # (in-place ops on one scratch buffer): fresh large allocations page-fault and dominated the time.
+    h, w = int(size[0]), int(size[1])
+    if h < 16 or w < 16:
+        raise ValueError(f"synthetic image size must be at least 16x16, got {h}x{w}")
+    img, scratch, grain = _draw_skin(rng, h, w)
+    mask = _draw_lesion(lesion, rng, img, scratch, grain)
+    _draw_hairs(rng, img, scratch)
+    _draw_ruler(rng, img, scratch)
+    _vignette(rng, img)
     np.clip(img, 0, 255, out=img)
     np.rint(img, out=img)
     return cv2.merge([plane.astype(np.uint8) for plane in img]), mask
