@@ -260,6 +260,63 @@ def _fill(groups: list[tuple[str, list[str]]], targets: dict[str, int]) -> dict[
     return {s: out[s] for s in _SUBSET_ORDER if s in out}
 
 
+def _check_records(records: Sequence[SampleRecord], dataset: str) -> None:
+    if not records:
+        raise DataError(dataset or "<records>", "empty dataset: nothing to split")
+    counts = Counter(r.id for r in records)
+    if len(counts) != len(records):
+        dup = sorted(i for i, n in counts.items() if n > 1)[:5]
+        raise DataError(dataset or "<records>", f"duplicate ids cannot be split: {', '.join(dup)}")
+
+
+def _pool(records: Sequence[SampleRecord], scheme: str, pool: Sequence[str] | None,
+          dataset: str) -> tuple[list[str] | None, list[SampleRecord]]:
+    """(the official subsets drawn from, or None for all records; the records drawn from)."""
+    present = sorted({r.subset for r in records if r.subset is not None}, key=_SUBSET_ORDER.index)
+    if pool is not None:
+        if not present:
+            raise ValueError(f"pool: dataset {dataset or '(records)'} has no official subsets to pool")
+        bad = [s for s in pool if s not in present]
+        if bad:
+            raise ValueError(f"pool: subset(s) {bad} not in the dataset (it has {', '.join(present)})")
+        chosen: list[str] | None = list(pool)
+    else:
+        chosen = default_pool(scheme, records)
+    if chosen is None:
+        return None, list(records)
+    if not chosen:
+        raise DataError(dataset or "<records>", f"scheme {scheme}: no official subset with ground truth to pool "
+                        f"(the dataset has {', '.join(present)})")
+    return chosen, [r for r in records if r.subset in chosen]
+
+
+def _kfold_subsets(pooled: list[SampleRecord], seed: int, fold: int, folds: int) -> dict[str, list[str]]:
+    groups = _groups(pooled, seed)
+    if folds < 2:
+        raise ValueError(f"folds: must be at least 2, got {folds}")
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold: must be in 0..{folds - 1}, got {fold}")
+    if len(groups) < folds:
+        raise ValueError(f"folds: {folds} folds need at least {folds} groups; the pool has {len(groups)}")
+    assigned: list[list[str]] = [[] for _ in range(folds)]
+    for _, members in groups:  # hash order, each group to the currently smallest fold
+        k = min(range(folds), key=lambda i: (len(assigned[i]), i))
+        assigned[k].extend(members)
+    return {"train": sorted(i for k in range(folds) if k != fold for i in assigned[k]), "val": sorted(assigned[fold])}
+
+
+def _fraction_subsets(pooled: list[SampleRecord], scheme: str, seed: int,
+                      sizes: Mapping[str, int] | None) -> dict[str, list[str]]:
+    targets = dict(sizes) if sizes is not None else split_sizes(scheme, len(pooled))
+    expected = {"train", *(s for s, _ in _FRACTIONS[scheme])}
+    if set(targets) != expected or sum(targets.values()) != len(pooled) or min(targets.values()) < 0:
+        raise ValueError(f"sizes: {dict(targets)} must give {sorted(expected)} summing to the pool size "
+                         f"{len(pooled)}")
+    order = {"train": 0, "val": 1, "test": 2}
+    targets = dict(sorted(targets.items(), key=lambda kv: -order[kv[0]]))  # test before val
+    return _fill(_groups(pooled, seed), targets)
+
+
 def make_split(
     records: Sequence[SampleRecord],
     scheme: str,
@@ -278,31 +335,8 @@ def make_split(
     """
     if scheme not in SCHEMES:
         raise ValueError(f"scheme: unknown {scheme!r}; choose one of {', '.join(SCHEMES)}")
-    if not records:
-        raise DataError(dataset or "<records>", "empty dataset: nothing to split")
-    counts = Counter(r.id for r in records)
-    if len(counts) != len(records):
-        dup = sorted(i for i, n in counts.items() if n > 1)[:5]
-        raise DataError(dataset or "<records>", f"duplicate ids cannot be split: {', '.join(dup)}")
-
-    present = sorted({r.subset for r in records if r.subset is not None}, key=_SUBSET_ORDER.index)
-    if pool is not None:
-        if not present:
-            raise ValueError(f"pool: dataset {dataset or '(records)'} has no official subsets to pool")
-        bad = [s for s in pool if s not in present]
-        if bad:
-            raise ValueError(f"pool: subset(s) {bad} not in the dataset (it has {', '.join(present)})")
-        chosen: list[str] | None = list(pool)
-    else:
-        chosen = default_pool(scheme, records)
-    if chosen is not None:
-        if not chosen:
-            raise DataError(dataset or "<records>", f"scheme {scheme}: no official subset with ground truth to pool "
-                            f"(the dataset has {', '.join(present)})")
-        pooled = [r for r in records if r.subset in chosen]
-    else:
-        pooled = list(records)
-
+    _check_records(records, dataset)
+    chosen, pooled = _pool(records, scheme, pool, dataset)
     fold_value: int | None = None
     folds_value: int | None = None
     if scheme == "official":
@@ -311,35 +345,16 @@ def make_split(
                              "use 80-10-10, 70-30, 80-20 or kfold")
         subsets = {s: sorted(r.id for r in pooled if r.subset == s) for s in _SUBSET_ORDER if s in chosen}
     elif scheme == "kfold":
-        groups = _groups(pooled, seed)
-        if folds < 2:
-            raise ValueError(f"folds: must be at least 2, got {folds}")
-        if not 0 <= fold < folds:
-            raise ValueError(f"fold: must be in 0..{folds - 1}, got {fold}")
-        if len(groups) < folds:
-            raise ValueError(f"folds: {folds} folds need at least {folds} groups; the pool has {len(groups)}")
-        assigned: list[list[str]] = [[] for _ in range(folds)]
-        for _, members in groups:  # hash order, each group to the currently smallest fold
-            k = min(range(folds), key=lambda i: (len(assigned[i]), i))
-            assigned[k].extend(members)
-        subsets = {"train": sorted(i for k in range(folds) if k != fold for i in assigned[k]),
-                   "val": sorted(assigned[fold])}
+        subsets = _kfold_subsets(pooled, seed, fold, folds)
         fold_value, folds_value = fold, folds
     else:
-        targets = dict(sizes) if sizes is not None else split_sizes(scheme, len(pooled))
-        expected = {"train", *(s for s, _ in _FRACTIONS[scheme])}
-        if set(targets) != expected or sum(targets.values()) != len(pooled) or min(targets.values()) < 0:
-            raise ValueError(f"sizes: {dict(targets)} must give {sorted(expected)} summing to the pool size "
-                             f"{len(pooled)}")
-        order = {"train": 0, "val": 1, "test": 2}
-        targets = dict(sorted(targets.items(), key=lambda kv: -order[kv[0]]))  # test before val
-        subsets = _fill(_groups(pooled, seed), targets)
+        subsets = _fraction_subsets(pooled, scheme, seed, sizes)
         if scheme == "80-20" and chosen is not None and "val" not in chosen:
-            held_out = sorted(r.id for r in records if r.subset == "val" and r.mask_path is not None)
+            # SLSNet Table 4: the official validation images (with masks) are the scored test set
+            held_out = [r for r in records if r.subset == "val" and r.mask_path is not None]
             if held_out:
-                subsets["test"] = held_out
-                pooled = pooled + [r for r in records if r.subset == "val" and r.mask_path is not None]
-
+                subsets["test"] = sorted(r.id for r in held_out)
+                pooled = pooled + held_out
     used = {i for v in subsets.values() for i in v}
     fingerprint = dataset_fingerprint(r for r in pooled if r.id in used)
     return SplitManifest(dataset=dataset, scheme=scheme, seed=int(seed), subsets=subsets, fingerprint=fingerprint,
