@@ -55,6 +55,27 @@ def _writable_or_none(folder: Path | None) -> Path | None:
         return None
 
 
+def _check_options(dataset: str, split: str, fold: int, folds: int, augment: str, on_bad_sample: str,
+                   batch_size: int, num_workers: int) -> None:
+    """One-line errors for the DataModule's options, before anything is read."""
+    get_dataset_spec(dataset)  # unknown names fail here, naming the registered ones
+    if split not in SCHEMES and not Path(split).expanduser().is_file():
+        if split.lower().endswith(".json"):
+            raise ValueError(f"split: manifest file not found: {split}")
+        raise ValueError(f"split: unknown scheme {split!r}; choose one of {', '.join(SCHEMES)} "
+                         "or give the path of a split manifest (.json)")
+    if split == "kfold" and not (folds >= 2 and 0 <= fold < folds):
+        raise ValueError(f"fold/folds: need folds >= 2 and 0 <= fold < folds, got fold={fold}, folds={folds}")
+    if augment not in PRESETS:
+        raise ValueError(f"augment: unknown preset {augment!r}; choose one of {', '.join(PRESETS)}")
+    if on_bad_sample not in BAD_SAMPLE_POLICIES:
+        raise ValueError(f"on_bad_sample: {on_bad_sample!r}; choose one of {', '.join(BAD_SAMPLE_POLICIES)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: must be at least 1, got {batch_size}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers: must be >= 0, got {num_workers}")
+
+
 class LesionDataModule(pl.LightningDataModule):
     """Train/val/test/predict loaders for one dataset and one split.
 
@@ -105,22 +126,7 @@ class LesionDataModule(pl.LightningDataModule):
         reader_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        get_dataset_spec(dataset)  # unknown names fail here, naming the registered ones
-        if split not in SCHEMES and not Path(split).expanduser().is_file():
-            if split.lower().endswith(".json"):
-                raise ValueError(f"split: manifest file not found: {split}")
-            raise ValueError(f"split: unknown scheme {split!r}; choose one of {', '.join(SCHEMES)} "
-                             "or give the path of a split manifest (.json)")
-        if split == "kfold" and not (folds >= 2 and 0 <= fold < folds):
-            raise ValueError(f"fold/folds: need folds >= 2 and 0 <= fold < folds, got fold={fold}, folds={folds}")
-        if augment not in PRESETS:
-            raise ValueError(f"augment: unknown preset {augment!r}; choose one of {', '.join(PRESETS)}")
-        if on_bad_sample not in BAD_SAMPLE_POLICIES:
-            raise ValueError(f"on_bad_sample: {on_bad_sample!r}; choose one of {', '.join(BAD_SAMPLE_POLICIES)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size: must be at least 1, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers: must be >= 0, got {num_workers}")
+        _check_options(dataset, split, fold, folds, augment, on_bad_sample, batch_size, num_workers)
         self.save_hyperparameters()
         self.dataset = dataset
         self.root = root

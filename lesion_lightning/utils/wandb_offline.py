@@ -68,14 +68,8 @@ class OfflineRun:
         return [row[key] for row in self.history if key in row]
 
 
-def iter_records(path: str | Path) -> Any:
-    """Yield the `Record` protobufs of a `.wandb` file in order (see the module docstring for the framing).
-
-    Sets the generator's return value to True when the file ends inside a record.
-    """
-    from wandb.proto import wandb_internal_pb2
-
-    path = Path(path)
+def _checked_bytes(path: Path) -> bytes:
+    """The file's bytes, after checking its W&B record-file header."""
     data = path.read_bytes()
     if len(data) < HEADER_LEN:
         raise WandbRecordError(f"{path}: too short to be a W&B record file ({len(data)} bytes)")
@@ -84,7 +78,18 @@ def iter_records(path: str | Path) -> Any:
         raise WandbRecordError(f"{path}: not a W&B record file (header {data[:HEADER_LEN]!r})")
     if version != HEADER_VERSION:
         raise WandbRecordError(f"{path}: unsupported W&B record file version {version} (expected {HEADER_VERSION})")
+    return data
 
+
+def iter_records(path: str | Path) -> Any:
+    """Yield the `Record` protobufs of a `.wandb` file in order (see the module docstring for the framing).
+
+    Sets the generator's return value to True when the file ends inside a record.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    path = Path(path)
+    data = _checked_bytes(path)
     pos = HEADER_LEN
     pending: bytearray | None = None
     while pos < len(data):
@@ -171,25 +176,28 @@ def _history_value(item: Any) -> Any:
     return getattr(item, kind)
 
 
+def _run_file(path: Path) -> Path:
+    """The `.wandb` file meant by a file, an `offline-run-*` folder or a folder holding exactly one run."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such W&B run file or folder")
+    if not path.is_dir():
+        return path
+    direct = sorted(path.glob("run-*.wandb"))
+    if len(direct) == 1:
+        return direct[0]
+    runs = find_offline_runs(path)
+    if not runs:
+        raise FileNotFoundError(f"{path}: no offline W&B run (wandb/offline-run-*/run-*.wandb) below it")
+    if len(runs) > 1:
+        listing = "\n  ".join(str(r) for r in runs)
+        raise ValueError(f"{path}: holds {len(runs)} offline W&B runs; pass one of:\n  {listing}")
+    return runs[0]
+
+
 def read_run(path: str | Path) -> OfflineRun:
     """Read an offline run from its `.wandb` file, its `offline-run-*` folder, or a folder holding exactly
     one offline run below it (e.g. a run folder with `wandb/offline-run-*`)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such W&B run file or folder")
-    if path.is_dir():
-        direct = sorted(path.glob("run-*.wandb"))
-        if len(direct) == 1:
-            path = direct[0]
-        else:
-            runs = find_offline_runs(path)
-            if not runs:
-                raise FileNotFoundError(f"{path}: no offline W&B run (wandb/offline-run-*/run-*.wandb) below it")
-            if len(runs) > 1:
-                listing = "\n  ".join(str(r) for r in runs)
-                raise ValueError(f"{path}: holds {len(runs)} offline W&B runs; pass one of:\n  {listing}")
-            path = runs[0]
-
+    path = _run_file(Path(path))
     run = OfflineRun(path=path)
     step_of_history: list[dict[str, Any]] = []
     gen = iter_records(path)
