@@ -34,3 +34,19 @@ def add_checkpoint_options(parser: argparse.ArgumentParser, device_default: str 
                         else f"cpu, cuda[:N] or auto (default {device_default})")
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="allow full unpickling of the checkpoint (can execute code: trusted files only)")
+
+
+def input_files(inputs: list, recursive: bool, what: str = "input images") -> list | None:
+    """The image files of --input (warning about each unusable path); None, said in one line, when none."""
+    import sys
+
+    from lesion_lightning.inference.files import collect_inputs
+
+    files, problems = collect_inputs(inputs, recursive=recursive)
+    for path, problem in problems:
+        print(f"warning: --input {path}: {problem}", file=sys.stderr)
+    if not files:
+        print(f"error: no {what}", file=sys.stderr)
+        return None
+    return files
+

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lesion_lightning.commands._options import add_checkpoint_options
+from lesion_lightning.commands._options import add_checkpoint_options, input_files
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +49,6 @@ def _usage_error(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from lesion_lightning.inference import CheckpointError
     from lesion_lightning.inference.explain import activation_layers_of, explain_files, resolve_layers
-    from lesion_lightning.inference.files import collect_inputs
     from lesion_lightning.inference.predictor import open_predictor
 
     try:
@@ -68,11 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    files, problems = collect_inputs(args.input, recursive=args.recursive)
-    for path, problem in problems:
-        print(f"warning: --input {path}: {problem}", file=sys.stderr)
-    if not files:
-        print("error: no input images", file=sys.stderr)
+    files = input_files(args.input, args.recursive)
+    if files is None:
         return 1
     for label, layer in layers + activation_layers_of(predictor):
         print(f"{label}: {layer.name} ({layer.kind}, {layer.channels} channels at {layer.height}x{layer.width})")

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lesion_lightning.commands._options import add_checkpoint_options
+from lesion_lightning.commands._options import add_checkpoint_options, input_files
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +64,6 @@ def _print_report(report, args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from lesion_lightning.data.errors import DataError
     from lesion_lightning.inference import CheckpointError
-    from lesion_lightning.inference.files import collect_inputs
     from lesion_lightning.inference.images import OutputError, predict_files
     from lesion_lightning.inference.predictor import open_predictor
 
@@ -72,11 +71,8 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    files, problems = collect_inputs(args.input, recursive=args.recursive)
-    for path, problem in problems:
-        print(f"warning: --input {path}: {problem}", file=sys.stderr)
-    if not files:
-        print("error: no input images to predict", file=sys.stderr)
+    files = input_files(args.input, args.recursive, "input images to predict")
+    if files is None:
         return 1
     try:
         predictor = open_predictor(args.ckpt, device=args.device, trust_checkpoint=args.trust_checkpoint,
