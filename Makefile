@@ -61,6 +61,7 @@ bench: install ## run the benchmarks in benchmarks/ (ratios, real-data Dice; SCS
 	$(PY) benchmarks/lightning_overhead.py
 	$(PY) benchmarks/predict_throughput.py
 	$(PY) benchmarks/onnx_vs_eager.py
+	$(PY) benchmarks/predict_backends.py
 	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/data_scale.py
 	$(PY) benchmarks/real_accuracy.py

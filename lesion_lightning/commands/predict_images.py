@@ -21,6 +21,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, nargs="+", type=Path, metavar="FILE_OR_DIR",
                         help="image files and/or folders of images")
     parser.add_argument("--output", required=True, type=Path, metavar="DIR", help="output folder (created)")
+    parser.add_argument("--backend", choices=("auto", "eager", "onnx"), default="auto",
+                        help="run the network eagerly in PyTorch or through ONNX Runtime (exported once per "
+                        "checkpoint and size, verified, cached); auto: ONNX Runtime on CPU where the export "
+                        "verifies, else eager (default auto)")
     parser.add_argument("--tta", action="store_true", help="6-fold test-time augmentation (flips, 90-degree rotations)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="probability threshold of the binary mask (default: the model's, usually 0.5)")
@@ -76,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         predictor = open_predictor(args.ckpt, device=args.device, trust_checkpoint=args.trust_checkpoint,
-                                   tta=args.tta, threshold=args.threshold)
+                                   tta=args.tta, threshold=args.threshold, backend=args.backend)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

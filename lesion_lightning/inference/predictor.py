@@ -28,7 +28,8 @@ class Predictor:
     predict (optionally with 6-fold TTA), resize the probabilities back to each image's size."""
 
     def __init__(self, loaded: LoadedTask, *, tta: bool = False, threshold: float | None = None,
-                 device: str | torch.device | None = None) -> None:
+                 device: str | torch.device | None = None, backend: str = "eager",
+                 cache_dir: Path | None = None) -> None:
         self.loaded = loaded
         self.device = torch.device(device) if device is not None else next(loaded.task.parameters()).device
         self.task = loaded.task.to(self.device).eval()
@@ -44,13 +45,43 @@ class Predictor:
             net = TTAWrapper(net)
         self.net = net.eval()
         self.tta = tta
+        self.onnx = None
+        self.backend_note = "eager PyTorch"
+        if backend != "eager":
+            self._use_onnx(backend, cache_dir)
+
+    def _use_onnx(self, backend: str, cache_dir: Path | None) -> None:
+        """Run the network through ONNX Runtime (`backend` onnx, or auto where the export verifies)."""
+        from lesion_lightning.inference.onnx_backend import BACKENDS, OnnxUnavailable, onnx_net
+
+        if backend not in BACKENDS:
+            raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if self.tta or self.device.type != "cpu":
+            why = "--tta runs in PyTorch" if self.tta else f"ONNX Runtime is used on CPU only (device {self.device})"
+            if backend == "onnx":
+                raise ValueError(f"--backend onnx: {why}")
+            self.backend_note = f"eager PyTorch ({why})"
+            return
+        if cache_dir is None:
+            from lesion_lightning.data.cache import default_cache_dir
+
+            cache_dir = default_cache_dir()
+        try:
+            self.onnx = onnx_net(self.task.model, self.loaded.checkpoint_path, self.preprocessing.image_size,
+                                 cache_dir)
+        except (OnnxUnavailable, ImportError, OSError) as exc:
+            if backend == "onnx":
+                raise ValueError(f"--backend onnx: this model cannot run through ONNX Runtime: {exc}") from exc
+            self.backend_note = f"eager PyTorch (ONNX Runtime not used: {exc})"
+            return
+        self.backend_note = "ONNX Runtime (verified export, cached)"
 
     def describe(self) -> str:
         """One line: the model, its checkpoint, working size, normalisation, threshold and TTA."""
         loaded, pre = self.loaded, self.preprocessing
         return (f"model {loaded.model_name} ({loaded.class_path.rsplit('.', 1)[-1]}) from {loaded.checkpoint_path}; "
                 f"working size {pre.image_size[0]}x{pre.image_size[1]}, normalisation {pre.preset!r}, "
-                f"threshold {self.threshold}{', TTA x6' if self.tta else ''}")
+                f"threshold {self.threshold}{', TTA x6' if self.tta else ''}; backend {self.backend_note}")
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """(3, h, w) float32 tensor at the working size from an (H, W, 3) uint8 RGB image."""
@@ -64,6 +95,8 @@ class Predictor:
     @torch.inference_mode()
     def forward_batch(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 1, h, w) lesion probabilities at the working size for a preprocessed batch."""
+        if self.onnx is not None:
+            return self.onnx(batch)
         logits = self.net(batch.to(self.device, non_blocking=True))
         return lesion_probabilities(logits.float())
 
@@ -91,10 +124,10 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 def load_predictor(run_or_ckpt: str | Path, *, tta: bool = False, threshold: float | None = None,
-                   device: str | None = None, trust_checkpoint: bool = False) -> Predictor:
+                   device: str | None = None, trust_checkpoint: bool = False, backend: str = "eager") -> Predictor:
     """`load_task` + `Predictor` in one call."""
     loaded = load_task(run_or_ckpt, trust_checkpoint=trust_checkpoint, device=pick_device(device))
-    return Predictor(loaded, tta=tta, threshold=threshold)
+    return Predictor(loaded, tta=tta, threshold=threshold, backend=backend)
 
 
 def open_predictor(ckpt: str | Path, *, device: str | None = None, trust_checkpoint: bool = False,

@@ -1,0 +1,83 @@
+"""predict through ONNX Runtime (issue 14): same masks as eager, exported once, eager fallback said in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lesion_lightning.cli import main
+from lesion_lightning.inference import onnx_export
+from lesion_lightning.inference.export_checks import ExportError
+from lesion_lightning.paths import sample_dataset_root
+
+from tiny_run import fit_tiny_run
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    return fit_tiny_run(tmp_path_factory.mktemp("onnx_backend"))
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for p in sorted((sample_dataset_root("ham10000") / "HAM10000_images_part_1").glob("*.jpg"))[:4]:
+        shutil.copyfile(p, folder / p.name)
+    return folder
+
+
+def _predict(tiny_run, images, out: Path, backend: str, capsys, *extra: str) -> tuple[int, str]:
+    rc = main(["predict", "--ckpt", str(tiny_run), "--input", str(images), "--output", str(out), "--no-progress",
+               "--device", "cpu", "--backend", backend, *extra])
+    captured = capsys.readouterr()
+    return rc, captured.out + captured.err
+
+
+def _masks(folder: Path) -> list[np.ndarray]:
+    return [np.asarray(Image.open(p)) for p in sorted(folder.glob("*_segmentation.png"))]
+
+
+def test_onnx_masks_equal_eager_and_the_export_is_cached(tiny_run, images, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LESION_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    rc, out = _predict(tiny_run, images, tmp_path / "eager", "eager", capsys)
+    assert rc == 0 and "backend eager PyTorch" in out
+    rc, out = _predict(tiny_run, images, tmp_path / "onnx", "auto", capsys)
+    assert rc == 0 and "backend ONNX Runtime" in out
+    eager, onnx = _masks(tmp_path / "eager"), _masks(tmp_path / "onnx")
+    assert len(eager) == len(onnx) == 4
+    differ = sum(int((a != b).sum()) for a, b in zip(eager, onnx))
+    assert differ / sum(a.size for a in eager) < 1e-4
+    results = list((tmp_path / "cache" / "onnx").glob("*.json"))
+    assert len(results) == 1 and json.loads(results[0].read_text())["verified"] is True
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", no_export)
+    rc, out = _predict(tiny_run, images, tmp_path / "again", "onnx", capsys)
+    assert rc == 0 and "backend ONNX Runtime" in out  # read from the cache
+
+
+def test_failed_export_falls_back_in_one_line_and_is_remembered(tiny_run, images, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LESION_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        raise ExportError("ONNX Runtime differs from PyTorch (max abs diff 0.5)")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", failing)
+    rc, out = _predict(tiny_run, images, tmp_path / "a", "auto", capsys)
+    assert rc == 0 and "backend eager PyTorch (ONNX Runtime not used: ExportError: ONNX Runtime differs" in out
+    assert len(_masks(tmp_path / "a")) == 4
+    rc, out = _predict(tiny_run, images, tmp_path / "b", "onnx", capsys)
+    assert rc == 2 and "--backend onnx: this model cannot run through ONNX Runtime" in out and "Traceback" not in out
+    assert calls == [1]  # the failed verification was remembered, not retried
+    rc, out = _predict(tiny_run, images, tmp_path / "c", "onnx", capsys, "--tta")
+    assert rc == 2 and "--backend onnx: --tta runs in PyTorch" in out
