@@ -81,3 +81,18 @@ def test_failed_export_falls_back_in_one_line_and_is_remembered(tiny_run, images
     assert calls == [1]  # the failed verification was remembered, not retried
     rc, out = _predict(tiny_run, images, tmp_path / "c", "onnx", capsys, "--tta")
     assert rc == 2 and "--backend onnx: --tta runs in PyTorch" in out
+
+
+def test_cross_eval_scores_equal_through_both_backends(tiny_run, tmp_path, capsys):
+    ham = sample_dataset_root("ham10000")
+    scores = {}
+    for backend in ("eager", "onnx"):
+        rc = main(["cross-eval", "--ckpt", str(tiny_run), "--datasets", "ham10000", "--data-roots", f"ham10000={ham}",
+                   "--cache", str(tmp_path / "cache"), "--output", str(tmp_path / backend), "--json",
+                   "--backend", backend])
+        assert rc == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["backend"].startswith("ONNX Runtime" if backend == "onnx" else "eager PyTorch")
+        scores[backend] = doc["results"][0]["headline"]["pooled"]["dice"]
+    assert scores["onnx"] == pytest.approx(scores["eager"], abs=1e-4)
+    assert "network in ONNX Runtime" in (tmp_path / "onnx" / "cross_eval.md").read_text()

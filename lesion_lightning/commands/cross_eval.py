@@ -50,6 +50,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     parser.add_argument("--tta", action="store_true", help="6-fold test-time augmentation (flips, rotations)")
+    parser.add_argument("--backend", choices=("auto", "eager", "onnx"), default="auto",
+                        help="network in eager PyTorch or ONNX Runtime (auto: ONNX Runtime on CPU where the "
+                        "cached export verifies; default auto)")
     parser.add_argument("--cache", default=None, metavar="DIR",
                         help="decode cache / synthetic data folder (default $LESION_LIGHTNING_CACHE or .cache/lesion-lightning)")
     parser.add_argument("--save-predictions", action="store_true",
@@ -77,7 +80,7 @@ def _evaluate(args: argparse.Namespace) -> tuple[list[dict], Path]:
         datasets=parse_datasets(args.datasets), data_roots=parse_data_roots(args.data_roots),
         subsets=parse_subsets(args.subsets, "--subsets"), exclude_overlap=args.exclude_overlap,
         train_root=args.train_root, seen=parse_subsets(args.seen, "--seen"), resolution=args.resolution,
-        batch_size=args.batch_size, device=args.device, tta=args.tta, cache=args.cache,
+        batch_size=args.batch_size, device=args.device, tta=args.tta, backend=args.backend, cache=args.cache,
         trust_checkpoint=args.trust_checkpoint, synthetic=args.synthetic)
     if args.jobs is not None:
         return run_jobs(args.jobs, options, args.output, args.save_predictions)

@@ -146,7 +146,11 @@ def _load(ckpt: str | Path, options: CrossEvalOptions) -> Any:
         loaded = load_task(ckpt, trust_checkpoint=options.trust_checkpoint, device=pick_device(options.device))
     except CheckpointError as err:
         raise CrossEvalError(str(err)) from err
-    return Predictor(loaded, tta=options.tta)
+    cache = Path(options.cache).expanduser() if options.cache else None
+    try:
+        return Predictor(loaded, tta=options.tta, backend=options.backend, cache_dir=cache)
+    except ValueError as err:
+        raise CrossEvalError(str(err)) from err
 
 
 def _document(predictor: Any, training: TrainingSet, options: CrossEvalOptions, name: str | None) -> dict[str, Any]:
@@ -162,6 +166,7 @@ def _document(predictor: Any, training: TrainingSet, options: CrossEvalOptions, 
         "model_kwargs": loaded.model_kwargs,
         "threshold": predictor.threshold,
         "tta": options.tta,
+        "backend": predictor.backend_note,
         "preprocessing": loaded.preprocessing.as_dict(),
         "resolution": options.resolution,
         "resolution_note": ("predictions and masks compared at the run's working size (mask resized with nearest "

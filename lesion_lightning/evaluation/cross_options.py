@@ -30,6 +30,7 @@ class CrossEvalOptions:
     batch_size: int = 8
     device: str = "cpu"
     tta: bool = False
+    backend: str = "auto"  # the network through ONNX Runtime on CPU where its export verifies (inference.onnx_backend)
     cache: str | None = None
     trust_checkpoint: bool = False
     synthetic: bool = False  # a test dataset with no root and no embedded sample: its synthetic stand-in

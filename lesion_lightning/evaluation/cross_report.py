@@ -53,7 +53,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Model `{doc['model']}` from `{doc['checkpoint']}`, trained on {t['dataset']} ({t['num_seen']} seen images, "
         f"subsets {', '.join(t['seen_subsets'])}, root `{t['root']}`). Preprocessing: "
         f"{pre['image_size'][0]}x{pre['image_size'][1]}, {pre['normalisation']['formula']}; threshold "
-        f"{doc['threshold']:g}{', TTA' if doc['tta'] else ''}. Scored at {doc['resolution']} resolution: "
+        f"{doc['threshold']:g}{', TTA' if doc['tta'] else ''}; network in {doc.get('backend', 'eager PyTorch')}. "
+        f"Scored at {doc['resolution']} resolution: "
         f"{doc['resolution_note']}.",
         "",
         f"Headline: **{doc['headline']}** images ({'shared images left out' if doc['headline'] == 'unseen' else 'every labelled image'}). "
