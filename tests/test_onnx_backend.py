@@ -1,4 +1,5 @@
-"""predict through ONNX Runtime (issue 14): same masks as eager, exported once, eager fallback said in one line."""
+"""predict and cross-eval through ONNX Runtime (issue 14): same masks and scores as eager, exported once, eager
+fallback said in one line; cross-eval's extra pooled metrics (two-class mean IoU, Eq. 2 Dice) for tables."""
 
 from __future__ import annotations
 
@@ -96,3 +97,17 @@ def test_cross_eval_scores_equal_through_both_backends(tiny_run, tmp_path, capsy
         scores[backend] = doc["results"][0]["headline"]["pooled"]["dice"]
     assert scores["onnx"] == pytest.approx(scores["eager"], abs=1e-4)
     assert "network in ONNX Runtime" in (tmp_path / "onnx" / "cross_eval.md").read_text()
+
+
+def test_cross_eval_reports_two_class_mean_iou_from_its_counts(tiny_run, tmp_path, capsys):
+    import csv
+
+    ham = sample_dataset_root("ham10000")
+    rc = main(["cross-eval", "--ckpt", str(tiny_run), "--datasets", "ham10000", "--data-roots", f"ham10000={ham}",
+               "--cache", str(tmp_path / "cache"), "--output", str(tmp_path / "ce"), "--json", "--backend", "eager"])
+    assert rc == 0
+    pooled = json.loads(capsys.readouterr().out)["results"][0]["all"]["pooled"]
+    rows = list(csv.DictReader(open(tmp_path / "ce" / "per_image_ham10000.csv")))
+    tp, fp, tn, fn = (sum(int(r[k]) for r in rows) for k in ("tp", "fp", "tn", "fn"))
+    assert pooled["mean_iou"] == pytest.approx((tp / (tp + fp + fn) + tn / (tn + fp + fn)) / 2, abs=1e-6)
+    assert 0 < pooled["dice_eq2"] <= 1

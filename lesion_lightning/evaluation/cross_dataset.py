@@ -107,7 +107,13 @@ def score_dataset(predictor: Any, records: list[Any], seen_ids: set[str], *, res
 
 
 def _summary(values: dict[str, float] | None, num_images: int) -> dict[str, Any] | None:
-    return None if values is None else summary(values, num_images)
+    """`evaluate`'s summary plus the pooled two-class mean IoU and Eq. 2 soft Dice, so that a cross-dataset
+    table can print them like any other table (`reproduce --metrics mean_iou,dice_eq2`)."""
+    if values is None:
+        return None
+    doc = summary(values, num_images)
+    doc["pooled"].update({k: values[k] for k in ("mean_iou", "dice_eq2") if k in values})
+    return doc
 
 
 def evaluate_dataset(predictor: Any, dataset: str, training: TrainingSet, options: CrossEvalOptions,
