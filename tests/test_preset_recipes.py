@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from lesion_lightning.training.cli import build_cli
-from lesion_lightning.training.presets import experiments_dir
+from lesion_lightning.training.presets import VARIANTS, experiments_dir, preset_args
 
 EXPERIMENTS = experiments_dir()
 LANET = EXPERIMENTS / "lanet" / "ham10000.yaml"
@@ -32,8 +32,6 @@ OVERLAYS = {
     "baselines/unetplusplus_small.yaml": SCSONET,
     "scsonet/isic2017.yaml": SCSONET,
 }
-# variants that must stay copies of their recipe (see test_a_nested_recipe_cannot_append_callbacks)
-COPIES = {"medlitenet/isic2018_b.yaml": MEDLITENET, "medlitenet/isic2018_c.yaml": MEDLITENET}
 Resolve = Callable[[Path], dict[str, Any]]
 
 
@@ -132,16 +130,20 @@ def test_every_preset_with_a_parent_is_checked() -> None:
     assert composed == set(OVERLAYS)
 
 
-@pytest.mark.parametrize("copy", sorted(COPIES))
-def test_variant_copy_resolves_to_its_recipe(resolve: Resolve, copy: str) -> None:
-    cfg, base = resolve(EXPERIMENTS / copy), resolve(COPIES[copy])
-    assert _recipe(cfg) == _recipe(base)
-    assert cfg["experiment"] != base["experiment"] and cfg["model"]["init_args"]["model"] != "medlitenet"
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_variant_is_its_recipe_with_the_model_named(tmp_path: Path, resolve: Resolve, variant: str) -> None:
+    args = preset_args(variant)
+    assert args[:2] == ["--config", str(MEDLITENET)]
+    cli = build_cli(["--config", str(EXPERIMENTS / "base.yaml"), *args, "--logger=none",
+                     f"--output_root={tmp_path}"], run=False)
+    cfg, base = cli.config.as_dict(), resolve(MEDLITENET)
+    assert _recipe(cfg) == _recipe(base)  # base.yaml's callbacks, then EMA and progressive resizing
+    assert cfg["model"]["init_args"]["model"] == variant and cfg["experiment"] == f"{variant}_isic2018"
 
 
 def test_a_nested_recipe_cannot_append_callbacks(tmp_path: Path, resolve: Resolve) -> None:
-    """Why the MedLiteNet variants are copies: nesting the recipe (`config:`) loses base.yaml's callbacks.
-    When this fails, jsonargparse composes them and the variants can become overlays."""
+    """Why the MedLiteNet variants are their recipe plus command-line options, not overlay files: nesting
+    the recipe (`config:`) loses base.yaml's callbacks. When this fails, jsonargparse composes them."""
     overlay = tmp_path / "variant.yaml"
     overlay.write_text(f"config: {MEDLITENET}\nexperiment: nested\nmodel.init_args.model: medlitenet_b\n")
     nested = [c["class_path"] for c in resolve(overlay)["trainer"]["callbacks"]]

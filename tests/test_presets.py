@@ -17,7 +17,15 @@ from lesion_lightning.callbacks.progressive_resize import ProgressiveResizeCallb
 from lesion_lightning.cli import main
 from lesion_lightning.models import create_model, get_model_spec, list_models
 from lesion_lightning.training.cli import build_cli
-from lesion_lightning.training.presets import MODEL_CONFIGS, RECIPE_CONFIGS, experiments_dir, preset_config, preset_model
+from lesion_lightning.training.presets import (
+    MODEL_CONFIGS,
+    RECIPE_CONFIGS,
+    VARIANTS,
+    experiments_dir,
+    preset_args,
+    preset_config,
+    preset_model,
+)
 from lesion_lightning.training.ensemble import EnsembleTask
 from lesion_lightning.training.task import SegmentationTask
 
@@ -64,7 +72,10 @@ def test_every_registered_model_has_a_preset_file() -> None:
             continue  # experiments/slsnet/ belongs to the adversarial task
         path = preset_config(name)
         assert path.is_file(), name
-        if name not in ("medlitenet_ensemble",):
+        if name in VARIANTS:  # the recipe of its paper, the model named on the command line
+            assert preset_args(name)[2:] == [f"--model.init_args.model={name}", f"--experiment={name}_isic2018"]
+            assert preset_model(path) == "medlitenet"
+        elif name not in ("medlitenet_ensemble",):
             assert preset_model(path) == name, f"{path} trains {preset_model(path)}, not {name}"
     for preset in {get_model_spec(n).preset for n in list_models()} - {"slsnet"}:
         assert preset_config(preset) == EXPERIMENTS / RECIPE_CONFIGS[preset]
@@ -121,7 +132,7 @@ def test_ensemble_of_medlitenet_variants_is_under_10m_params() -> None:
 # -- every model trains through its preset on the real sample ----------------------------------------
 def _fast_dev_run(model: str, tmp_path: Path, root: Path) -> None:
     extra = ["--config", str(_tiny_schedule(tmp_path))] if model.startswith("medlitenet") else []
-    cli = build_cli(["fit", "--config", str(preset_config(model)), *extra, *_sample_args(tmp_path, root),
+    cli = build_cli(["fit", *preset_args(model), *extra, *_sample_args(tmp_path, root),
                      "--trainer.fast_dev_run=true", "--logger=none", "--run_name=fdr"])
     run = next((tmp_path / "runs").glob("*/fdr"))
     assert (run / "environment.json").exists()

@@ -3,7 +3,9 @@
 Every registry entry names its paper's training preset (`ModelSpec.preset`: `lanet`, `scsonet`,
 `unet_aksoy`, `medlitenet`, `slsnet`); each model also has its own config file. A recipe lives in one
 file; a model's file is either that recipe or a small overlay naming it (`config: ../lanet/ham10000.yaml`)
-and setting `model.init_args.model` (the baselines take the recipe of the table that compares against them):
+and setting `model.init_args.model` (the baselines take the recipe of the table that compares against them).
+A paper's own variants (MedLiteNet B and C) are its recipe with the model named on the command line
+(`preset_args`): an overlay nesting a recipe that appends callbacks would drop base.yaml's standard ones.
 
     lesion-lightning fit --config $(python -c "from lesion_lightning.training.presets import preset_config; print(preset_config('unet'))")
     lesion-lightning fit --config experiments/lanet/ham10000.yaml --data.dataset=ph2 --data.root=/data/PH2
@@ -17,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["EXPERIMENTS_DIR", "MODEL_CONFIGS", "RECIPE_CONFIGS", "experiments_dir", "preset_config", "preset_model",
-           "list_presets"]
+__all__ = ["EXPERIMENTS_DIR", "MODEL_CONFIGS", "RECIPE_CONFIGS", "VARIANTS", "experiments_dir", "preset_args",
+           "preset_config", "preset_model", "list_presets"]
 
 # model name -> config file (relative to experiments/)
 MODEL_CONFIGS: dict[str, str] = {
@@ -34,11 +36,13 @@ MODEL_CONFIGS: dict[str, str] = {
     "unet_small": "baselines/unet_small.yaml",
     "unetplusplus_small": "baselines/unetplusplus_small.yaml",
     "medlitenet": "medlitenet/isic2018.yaml",
-    "medlitenet_b": "medlitenet/isic2018_b.yaml",
-    "medlitenet_c": "medlitenet/isic2018_c.yaml",
+    "medlitenet_b": "medlitenet/isic2018.yaml",  # with --model.init_args.model=medlitenet_b (VARIANTS)
+    "medlitenet_c": "medlitenet/isic2018.yaml",
     "medlitenet_ensemble": "medlitenet/ensemble.yaml",
     "simple_unet": "demo.yaml",
 }
+# variants trained by their paper's recipe file, the model (and the run's experiment name) set on the command line
+VARIANTS: frozenset[str] = frozenset({"medlitenet_b", "medlitenet_c"})
 # registry preset name (ModelSpec.preset) -> the paper's own recipe file
 RECIPE_CONFIGS: dict[str, str] = {
     "lanet": "lanet/ham10000.yaml",
@@ -93,6 +97,15 @@ def preset_config(name: str, dataset: str | None = None) -> Path:
     if not path.is_file():
         raise KeyError(f"preset config for {name!r} is missing: {path}")
     return path
+
+
+def preset_args(name: str, dataset: str | None = None) -> list[str]:
+    """The `fit` arguments that train `name` with its paper's preset: `--config FILE`, plus the model and
+    experiment name for a variant sharing its recipe's file (`medlitenet_b` -> `--model.init_args.model=...`)."""
+    path = preset_config(name, dataset)
+    if name not in VARIANTS:
+        return ["--config", str(path)]
+    return ["--config", str(path), f"--model.init_args.model={name}", f"--experiment={name}_{path.stem}"]
 
 
 def list_presets() -> dict[str, Path]:
