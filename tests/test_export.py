@@ -100,7 +100,7 @@ def test_safetensors_weights_and_model_card(tiny_run, real_batch, tmp_path):
     complexity = measure_complexity(model, (3, 64, 64))
     assert card["params"] == complexity.params and card["macs"] == complexity.macs > 0
     assert card["input"]["image_size"] == [64, 64]
-    assert card["input"]["normalisation"]["preset"] == "none" and card["input"]["normalisation"]["formula"] == "x / 255"
+    assert card["input"]["normalisation"]["transform_set"] == "none" and card["input"]["normalisation"]["formula"] == "x / 255"
     assert card["threshold"] == 0.5
     assert card["training_data"]["dataset"] == "ham10000" and card["training_data"]["split"] == "80-10-10"
     assert set(card["training_data"]["split_manifest"]["subset_sizes"]) == {"train", "val", "test"}

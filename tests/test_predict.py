@@ -122,7 +122,7 @@ def test_inference_api_full_resolution_probabilities_and_tta(tiny_run, ph2_root)
     ckpt, run_dir = resolve_checkpoint(tiny_run)
     assert ckpt.name.startswith("best") and run_dir == tiny_run
     predictor = load_predictor(tiny_run)
-    assert predictor.preprocessing.image_size == (64, 64) and predictor.preprocessing.preset == "none"
+    assert predictor.preprocessing.image_size == (64, 64) and predictor.preprocessing.transform_set == "none"
     image = load_image(next(p for p in sorted(ph2_root.rglob("IMD*.bmp")) if not p.stem.endswith("_lesion")))
     probs = predictor.predict_probabilities([image])[0]
     assert probs.shape == image.shape[:2] and probs.dtype == np.float32
@@ -183,7 +183,7 @@ def test_any_segmentation_task_subclass_loads_and_untrusted_pickles_are_refused(
     loaded = load_task(ckpt)
     assert type(loaded.task).__name__ == "ExtraHeadTask" and isinstance(loaded.task, SegmentationTask)
     assert torch.equal(loaded.task.extra.weight, task.extra.weight)
-    assert loaded.preprocessing.image_size == (48, 64) and loaded.preprocessing.preset == "slsnet"
+    assert loaded.preprocessing.image_size == (48, 64) and loaded.preprocessing.transform_set == "slsnet"
 
     # a class that is not a SegmentationTask is refused by name
     torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "custom_task_for_tests.Opaque"}}, tmp_path / "o.ckpt")
@@ -212,7 +212,7 @@ def test_adversarial_task_checkpoint_loads_for_prediction(tmp_path, ph2_root):
                 "datamodule_hyper_parameters": {"image_size": 64, "augment": "slsnet"}}, ckpt)
     predictor = load_predictor(ckpt)
     assert type(predictor.task).__name__ == "AdversarialSegmentationTask"
-    assert predictor.preprocessing.preset == "slsnet"
+    assert predictor.preprocessing.transform_set == "slsnet"
     image = load_image(next(p for p in sorted(ph2_root.rglob("IMD*.bmp")) if not p.stem.endswith("_lesion")))
     assert predictor.predict_masks([image])[0].shape == image.shape[:2]
 

@@ -111,3 +111,19 @@ def test_repository_weights_load_with_their_cards():
         card = loaded.card
         assert card["training_data"]["dataset"] and card["input"]["image_size"]
         assert loaded.split_path is not None and loaded.split_path.is_file(), name
+
+
+def test_card_names_its_transform_set_and_older_cards_still_load(exported, tmp_path):
+    """Cards name `normalisation.transform_set`; cards written before the rename call it `preset`."""
+    _, weights = exported
+    card = json.loads(weights.with_suffix(".json").read_text())
+    assert card["input"]["normalisation"]["transform_set"] == "none" and "preset" not in card["input"]["normalisation"]
+    copy = tmp_path / "legacy.safetensors"
+    shutil.copyfile(weights, copy)
+    card["input"]["normalisation"]["preset"] = card["input"]["normalisation"].pop("transform_set")
+    copy.with_suffix(".json").write_text(json.dumps(card))
+    assert load_task(copy).preprocessing.transform_set == "none"
+    card["input"]["normalisation"]["preset"] = "nope"
+    copy.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match=r"legacy.json: .*normalisation.transform_set missing or unknown"):
+        load_task(copy)

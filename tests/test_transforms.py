@@ -1,4 +1,4 @@
-"""Augmentation presets: output types/sizes, binary aligned masks, paper normalisations, seeding."""
+"""Transform sets: output types/sizes, binary aligned masks, paper normalisations, seeding."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from lesion_lightning.data.transforms import (
     DEFAULT_SIZES,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    PRESETS,
+    TRANSFORM_SET_NAMES,
     build_transforms,
     reseed,
 )
@@ -27,17 +27,17 @@ def _square_pair(h: int = 90, w: int = 130) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-def test_presets_listed():
-    assert set(PRESETS) == {"none", "lanet", "medlitenet", "slsnet", "scsonet", "unet_aksoy"}
+def test_transform_sets_listed():
+    assert set(TRANSFORM_SET_NAMES) == {"none", "lanet", "medlitenet", "slsnet", "scsonet", "unet_aksoy"}
     assert DEFAULT_SIZES["lanet"] == (224, 224) and DEFAULT_SIZES["slsnet"] == (128, 128)
     assert DEFAULT_SIZES["scsonet"] == (256, 256)
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("transform_set", TRANSFORM_SET_NAMES)
 @pytest.mark.parametrize("train", [True, False])
-def test_output_types_and_requested_size(preset, train):
+def test_output_types_and_requested_size(transform_set, train):
     image, mask = _square_pair()
-    transform = build_transforms(preset, (48, 64), train, seed=1)
+    transform = build_transforms(transform_set, (48, 64), train, seed=1)
     for _ in range(3):
         out = transform(image=image, mask=mask)
         assert isinstance(out["image"], torch.Tensor) and out["image"].dtype == torch.float32
@@ -49,17 +49,17 @@ def test_output_types_and_requested_size(preset, train):
     assert tuple(image_only["image"].shape) == (3, 48, 64) and image_only.get("mask") is None
 
 
-@pytest.mark.parametrize("preset", PRESETS)
-def test_default_size_when_none(preset):
+@pytest.mark.parametrize("transform_set", TRANSFORM_SET_NAMES)
+def test_default_size_when_none(transform_set):
     image, mask = _square_pair(40, 50)
-    out = build_transforms(preset, None, train=False)(image=image, mask=mask)
-    assert tuple(out["image"].shape[1:]) == DEFAULT_SIZES[preset] == tuple(out["mask"].shape)
+    out = build_transforms(transform_set, None, train=False)(image=image, mask=mask)
+    assert tuple(out["image"].shape[1:]) == DEFAULT_SIZES[transform_set] == tuple(out["mask"].shape)
 
 
-@pytest.mark.parametrize("preset", PRESETS)
-def test_mask_stays_aligned_with_image(preset):
+@pytest.mark.parametrize("transform_set", TRANSFORM_SET_NAMES)
+def test_mask_stays_aligned_with_image(transform_set):
     image, mask = _square_pair()
-    transform = build_transforms(preset, (72, 104), train=True, seed=3)
+    transform = build_transforms(transform_set, (72, 104), train=True, seed=3)
     checked = 0
     for _ in range(12):
         out = transform(image=image, mask=mask)
@@ -69,27 +69,27 @@ def test_mask_stays_aligned_with_image(preset):
         gray = out["image"].numpy().mean(axis=0)
         bright = gray > (gray.max() + gray.min()) / 2
         iou = (bright & m).sum() / (bright | m).sum()
-        assert iou > 0.85, f"{preset}: image/mask IoU {iou:.2f} after augmentation"
+        assert iou > 0.85, f"{transform_set}: image/mask IoU {iou:.2f} after augmentation"
         checked += 1
     assert checked >= 6
 
 
 def test_training_augmentation_actually_varies():
     image, mask = _square_pair()
-    for preset in ("medlitenet", "slsnet", "scsonet", "unet_aksoy"):
-        transform = build_transforms(preset, (48, 64), train=True, seed=0)
+    for transform_set in ("medlitenet", "slsnet", "scsonet", "unet_aksoy"):
+        transform = build_transforms(transform_set, (48, 64), train=True, seed=0)
         outs = [transform(image=image, mask=mask)["image"] for _ in range(6)]
-        assert any(not torch.equal(outs[0], o) for o in outs[1:]), preset
-    for preset in PRESETS:  # evaluation is deterministic
-        transform = build_transforms(preset, (48, 64), train=False)
+        assert any(not torch.equal(outs[0], o) for o in outs[1:]), transform_set
+    for transform_set in TRANSFORM_SET_NAMES:  # evaluation is deterministic
+        transform = build_transforms(transform_set, (48, 64), train=False)
         assert torch.equal(transform(image=image, mask=mask)["image"], transform(image=image, mask=mask)["image"])
 
 
 def test_paper_normalisations_at_working_size():
     image, mask = _square_pair(32, 48)
     ref = torch.from_numpy(image.astype(np.float32) / 255).permute(2, 0, 1)
-    for preset in ("none", "lanet", "unet_aksoy"):
-        out = build_transforms(preset, (32, 48), train=False)(image=image, mask=mask)
+    for transform_set in ("none", "lanet", "unet_aksoy"):
+        out = build_transforms(transform_set, (32, 48), train=False)(image=image, mask=mask)
         torch.testing.assert_close(out["image"], ref)
         assert torch.equal(out["mask"], torch.from_numpy(mask))
     out = build_transforms("medlitenet", (32, 48), train=False)(image=image, mask=mask)
@@ -134,6 +134,6 @@ def test_seeding_and_reseed():
     assert not torch.equal(a(image=image, mask=mask)["image"], first[0])
 
 
-def test_unknown_preset_lists_choices():
-    with pytest.raises(ValueError, match="augment preset 'unet'.*slsnet"):
+def test_unknown_transform_set_lists_choices():
+    with pytest.raises(ValueError, match="augment: unknown transform set 'unet'.*slsnet"):
         build_transforms("unet", (64, 64), True)

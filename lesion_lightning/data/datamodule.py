@@ -24,7 +24,7 @@ from lesion_lightning.data.sizes import parse_size
 from lesion_lightning.data.records import DatasetScan, Problem, SampleRecord
 from lesion_lightning.data.samplers import EpochSeededRandomSampler
 from lesion_lightning.data.splits import SCHEMES, SplitManifest, dataset_fingerprint, make_split
-from lesion_lightning.data.transforms import PRESETS, build_transforms
+from lesion_lightning.data.transforms import TRANSFORM_SET_NAMES, build_transforms
 from lesion_lightning.paths import sample_dataset_root
 
 __all__ = ["LesionDataModule"]
@@ -66,8 +66,8 @@ def _check_options(dataset: str, split: str, fold: int, folds: int, augment: str
                          "or give the path of a split manifest (.json)")
     if split == "kfold" and not (folds >= 2 and 0 <= fold < folds):
         raise ValueError(f"fold/folds: need folds >= 2 and 0 <= fold < folds, got fold={fold}, folds={folds}")
-    if augment not in PRESETS:
-        raise ValueError(f"augment: unknown preset {augment!r}; choose one of {', '.join(PRESETS)}")
+    if augment not in TRANSFORM_SET_NAMES:
+        raise ValueError(f"augment: unknown transform set {augment!r}; choose one of {', '.join(TRANSFORM_SET_NAMES)}")
     if on_bad_sample not in BAD_SAMPLE_POLICIES:
         raise ValueError(f"on_bad_sample: {on_bad_sample!r}; choose one of {', '.join(BAD_SAMPLE_POLICIES)}")
     if batch_size < 1:
@@ -94,7 +94,8 @@ class LesionDataModule(pl.LightningDataModule):
         image_size: working size, an int (square) or [height, width].
         batch_size: samples per batch.
         num_workers: DataLoader worker processes.
-        augment: augmentation preset (none, lanet, medlitenet, slsnet, scsonet, unet_aksoy).
+        augment: the paper's transform set: working-size default, normalisation, training augmentation
+            (none, lanet, medlitenet, slsnet, scsonet, unet_aksoy; lesion_lightning.data.transforms).
         cache: decode-once cache: true = `$LESION_LIGHTNING_CACHE` or `.cache/lesion-lightning` under
             the working directory, false = decode every time, or a folder path.
         on_bad_sample: "error" stops in setup (before any training step) listing every problem of the

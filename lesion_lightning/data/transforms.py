@@ -1,12 +1,14 @@
-"""Augmentation/normalisation presets, one per paper, built with albumentations 2.x.
+"""Transform sets, one per paper: working size, normalisation and training augmentation, built with
+albumentations 2.x. (A "preset" is something else: a paper's recipe YAML under experiments/, whose
+`data.augment` names its transform set.)
 
-Every preset takes `image=` uint8 (H, W, 3) RGB and `mask=` uint8 (H, W) in {0, 1} and returns
+Every transform set takes `image=` uint8 (H, W, 3) RGB and `mask=` uint8 (H, W) in {0, 1} and returns
 `image` as a float32 torch tensor (3, h, w) and `mask` as a uint8 torch tensor (h, w) in {0, 1}.
 Masks always use nearest-neighbour interpolation with a zero border, and are re-binarised at the
 end, so they stay binary and aligned with the image. Evaluation (`train=False`) is resize +
-normalise only. `image_size` overrides the preset's default working size.
+normalise only. `image_size` overrides the set's default working size.
 
-| preset | default size | training augmentation | normalisation |
+| transform set (`data.augment`) | default size | training augmentation | normalisation |
 |---|---|---|---|
 | none | 256x256 | none | x / 255 |
 | lanet | 224x224 | none named in the paper | x / 255 (paper: resize to 224; no scaling stated) |
@@ -38,13 +40,13 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
-__all__ = ["PRESETS", "PRESET_SPECS", "PRESET_INFO", "DEFAULT_SIZES", "Normalisation", "PresetSpec", "build_transforms",
+__all__ = ["TRANSFORM_SET_NAMES", "TRANSFORM_SETS", "DEFAULT_SIZES", "Normalisation", "TransformSet", "build_transforms",
            "reseed", "BinarizeMask"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Geometry shared by all presets: masks nearest-neighbour (pixel-centre exact for resizes), zero borders.
+# Geometry shared by all transform sets: masks nearest-neighbour (pixel-centre exact for resizes), zero borders.
 _MASK_NN = cv2.INTER_NEAREST
 _BORDER = dict(border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0)
 
@@ -88,7 +90,7 @@ def _resize(h: int, w: int) -> A.BasicTransform:
 
 @dataclass(frozen=True)
 class Normalisation:
-    """How a preset maps uint8 pixels to the network's input: `mean_std` is (x / 255 - mean) / std per RGB
+    """How a transform set maps uint8 pixels to the network's input: `mean_std` is (x / 255 - mean) / std per RGB
     channel, `min_max` per-image min-max scaling. Training transforms, inference and model cards read it."""
 
     kind: str
@@ -163,8 +165,8 @@ def _no_augmentations(h: int, w: int) -> list[A.BasicTransform]:
 
 
 @dataclass(frozen=True)
-class PresetSpec:
-    """One preset, read by training transforms and by inference alike: default working size (H, W),
+class TransformSet:
+    """One paper's transform set, read by training transforms and by inference alike: default working size (H, W),
     normalisation, training-only augmentations (applied to uint8 images before resize + normalisation)."""
 
     size: tuple[int, int]
@@ -173,45 +175,44 @@ class PresetSpec:
     augmentations: Callable[[int, int], list[A.BasicTransform]] = _no_augmentations
 
 
-PRESET_SPECS: dict[str, PresetSpec] = {
-    "none": PresetSpec((256, 256), "resize, scale to [0, 1]; no augmentation", X_255),
-    "lanet": PresetSpec((224, 224), "LANET: resize 224, scale to [0, 1]; no augmentation named in the paper", X_255),
-    "medlitenet": PresetSpec(
+TRANSFORM_SETS: dict[str, TransformSet] = {
+    "none": TransformSet((256, 256), "resize, scale to [0, 1]; no augmentation", X_255),
+    "lanet": TransformSet((224, 224), "LANET: resize 224, scale to [0, 1]; no augmentation named in the paper", X_255),
+    "medlitenet": TransformSet(
         (512, 512), "MedLiteNet: crop-resize, flips, rotation, elastic, affine, colour, CLAHE, gamma, noise/blur; "
                     "ImageNet normalisation",
         Normalisation("mean_std", "(x / 255 - mean) / std per RGB channel", IMAGENET_MEAN, IMAGENET_STD),
         _medlitenet_augmentations),
-    "slsnet": PresetSpec(
+    "slsnet": TransformSet(
         (128, 128), "SLSNet: flips, gamma 0.5/1.0/1.5, CLAHE clip 1-2, 128x128; scale to [-1, 1]",
         Normalisation("mean_std", "(x / 255 - 0.5) / 0.5, i.e. [-1, 1]", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
         _slsnet_augmentations),
     # Standardising before min-max (as some code in this family does) would not change the result:
     # min-max scaling is invariant to affine maps.
-    "scsonet": PresetSpec((256, 256), "SCSONet: flips + random rotation, 256x256; per-image min-max to [0, 1]",
+    "scsonet": TransformSet((256, 256), "SCSONet: flips + random rotation, 256x256; per-image min-max to [0, 1]",
                           Normalisation("min_max", "(x - min) / (max - min) over the whole image"),
                           _scsonet_augmentations),
-    "unet_aksoy": PresetSpec((128, 128), "U-Net (Aksoy): rotation, flips, zoom; x / 255", X_255,
+    "unet_aksoy": TransformSet((128, 128), "U-Net (Aksoy): rotation, flips, zoom; x / 255", X_255,
                              _unet_aksoy_augmentations),
 }
-PRESETS: tuple[str, ...] = tuple(PRESET_SPECS)
-# name -> (default (H, W), one-line description)
-PRESET_INFO: dict[str, tuple[tuple[int, int], str]] = {k: (v.size, v.description) for k, v in PRESET_SPECS.items()}
-DEFAULT_SIZES: dict[str, tuple[int, int]] = {k: v.size for k, v in PRESET_SPECS.items()}
+TRANSFORM_SET_NAMES: tuple[str, ...] = tuple(TRANSFORM_SETS)
+DEFAULT_SIZES: dict[str, tuple[int, int]] = {k: v.size for k, v in TRANSFORM_SETS.items()}
 
 
 def build_transforms(
-    preset: str, image_size: tuple[int, int] | None = None, train: bool = True, *, seed: int | None = None
+    transform_set: str, image_size: tuple[int, int] | None = None, train: bool = True, *, seed: int | None = None
 ) -> A.Compose:
-    """The albumentations pipeline of `preset` at `image_size` (H, W) (None: the preset's default).
+    """The albumentations pipeline of `transform_set` at `image_size` (H, W) (None: the set's default).
 
     `seed` seeds albumentations' own random state (default: derived from torch's initial seed).
     """
-    if preset not in PRESET_SPECS:
-        raise ValueError(f"augment preset {preset!r} is unknown; choose one of: {', '.join(PRESETS)}")
-    h, w = (int(v) for v in (image_size if image_size is not None else DEFAULT_SIZES[preset]))
+    if transform_set not in TRANSFORM_SETS:
+        raise ValueError(f"augment: unknown transform set {transform_set!r}; choose one of: "
+                         f"{', '.join(TRANSFORM_SET_NAMES)}")
+    h, w = (int(v) for v in (image_size if image_size is not None else DEFAULT_SIZES[transform_set]))
     if h < 1 or w < 1:
         raise ValueError(f"image_size: height and width must be positive, got {image_size}")
-    spec = PRESET_SPECS[preset]
+    spec = TRANSFORM_SETS[transform_set]
     ops: list[A.BasicTransform] = spec.augmentations(h, w) if train else []
     # The final resize is a no-op after RandomResizedCrop, and the only geometry in evaluation.
     ops += [_resize(h, w), spec.normalisation.transform(), BinarizeMask(), ToTensorV2()]

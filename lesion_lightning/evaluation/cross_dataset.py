@@ -11,8 +11,8 @@ For each test dataset:
 2. the images it shares with the training set are found by id and by byte-identical image files
    (`lesion_lightning.data.overlap`). The training set is the run's `split.json` ids of the seen
    subsets (default `train`) under the run's dataset root (`train_root` overrides);
-3. the model predicts every image with the run's preprocessing (working size and normalisation
-   preset of its config, `lesion_lightning.inference`), and `SegmentationMetrics` (the training
+3. the model predicts every image with the run's preprocessing (working size and transform
+   set of its config, `lesion_lightning.inference`), and `SegmentationMetrics` (the training
    code) scores it, at the run's threshold. By default predictions and masks are compared at the
    **working size**, exactly as validation does (mask resized with nearest neighbour);
    resolution `original` upsamples the probabilities to each image's own size and scores against

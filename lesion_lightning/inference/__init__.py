@@ -12,9 +12,9 @@ What is loaded:
 - the task class: the `_class_path` LightningCLI stores in the checkpoint's hyperparameters, else the
   run's `config.yaml` `model.class_path`, else `SegmentationTask`. Any subclass of `SegmentationTask`
   works (its constructor receives the saved hyperparameters; its `state_dict` is loaded strictly);
-- the preprocessing: working size and normalisation preset (`data.image_size`, `data.augment`) from
+- the preprocessing: working size and transform set (`data.image_size`, `data.augment`) from
   the datamodule hyperparameters saved in the checkpoint, else the run's `config.yaml`, else the
-  model's paper input size with the `none` preset (x / 255). The evaluation transform of that preset
+  model's paper input size with the `none` transform set (x / 255). The evaluation transform of that set
   (resize + normalise, exactly as in validation) is applied to each image.
 
 The stages built on it: `images` (predict files into a folder), `explain` (Grad-CAM, activations) and

@@ -80,7 +80,7 @@ class Predictor:
         """One line: the model, its checkpoint, working size, normalisation, threshold and TTA."""
         loaded, pre = self.loaded, self.preprocessing
         return (f"model {loaded.model_name} ({loaded.class_path.rsplit('.', 1)[-1]}) from {loaded.checkpoint_path}; "
-                f"working size {pre.image_size[0]}x{pre.image_size[1]}, normalisation {pre.preset!r}, "
+                f"working size {pre.image_size[0]}x{pre.image_size[1]}, transform set {pre.transform_set!r}, "
                 f"threshold {self.threshold}{', TTA x6' if self.tta else ''}; backend {self.backend_note}")
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:

@@ -3,7 +3,7 @@ split `<name>.split.json`), loaded as a trained task without a run folder or a L
 
 `--ckpt` accepts such a file, or its bare NAME (looked up in the repository's `weights/` folder), in
 `predict`, `cross-eval`, `explain` and `export`. The card says how to rebuild the task (class and
-constructor arguments), the preprocessing (working size and normalisation preset) and the training data;
+constructor arguments), the preprocessing (working size and transform set) and the training data;
 the file's SHA-256 must match the card's, so a card never describes other weights than the ones loaded.
 """
 
@@ -72,8 +72,8 @@ def load_published(weights: Path, device: Any = "cpu") -> Any:
 
     from lesion_lightning.data.sizes import size_or_none
     from lesion_lightning.inference.loaded import CheckpointError, LoadedTask, import_task_class
-    from lesion_lightning.data.transforms import PRESETS
-    from lesion_lightning.inference.preprocessing import Preprocessing
+    from lesion_lightning.data.transforms import TRANSFORM_SET_NAMES
+    from lesion_lightning.inference.preprocessing import Preprocessing, card_transform_set
 
     card = read_card(weights)
     cls = import_task_class(str(card["task"]["class_path"]))
@@ -86,13 +86,14 @@ def load_published(weights: Path, device: Any = "cpu") -> Any:
                               f"{str(exc).splitlines()[0]}") from exc
     task.eval().to(device)
     model_input = card.get("input") or {}
-    preset = (model_input.get("normalisation") or {}).get("preset", "none")
+    transform_set = card_transform_set(model_input.get("normalisation") or {})
     size = size_or_none(model_input.get("image_size"))
-    if size is None or preset not in PRESETS:
-        raise CheckpointError(f"{weights.with_suffix('.json')}: input.image_size / normalisation.preset missing or unknown")
+    if size is None or transform_set not in TRANSFORM_SET_NAMES:
+        raise CheckpointError(f"{weights.with_suffix('.json')}: input.image_size / normalisation.transform_set "
+                              "missing or unknown")
     split = weights.with_suffix(".split.json")
     return LoadedTask(task=task, checkpoint_path=weights, run_dir=None,
-                      preprocessing=Preprocessing(size, preset, f"model card {weights.with_suffix('.json').name}"),
+                      preprocessing=Preprocessing(size, transform_set, f"model card {weights.with_suffix('.json').name}"),
                       hparams=init_args, class_path=str(card["task"]["class_path"]),
                       datamodule_hparams=dict(card.get("training_data") or {}),
                       epoch=(card.get("checkpoint") or {}).get("epoch"),

@@ -17,7 +17,7 @@ class ModelSpec:
     name: str
     builder: Callable[..., nn.Module]
     input_size: tuple[int, int, int]  # (C, H, W) at which the paper reports its figures
-    preset: str  # name of the experiment preset (augmentation + recipe) the paper used
+    preset: str  # the paper's recipe (training/presets.py: its experiment YAML, whose data.augment names the transform set)
     num_classes: int = 1  # 1 = sigmoid head, 2 = softmax head (lesion/background)
     paper: dict[str, Any] = field(default_factory=dict)  # e.g. {"params": 846786, "gflops": 4.22, "source": "..."}
     description: str = ""

@@ -86,7 +86,7 @@ class EnsembleTask(LesionSegmentationModule):
             self.member_info.append({
                 "member": str(path), "checkpoint": str(loaded.checkpoint_path), "model": loaded.model_name,
                 "model_kwargs": loaded.model_kwargs, "params": sum(p.numel() for p in net.parameters()),
-                "augment": loaded.preprocessing.preset, "epoch": loaded.epoch,
+                "augment": loaded.preprocessing.transform_set, "epoch": loaded.epoch,
             })
         self.total_params = sum(m["params"] for m in self.member_info)
         if max_params is not None and self.total_params >= max_params:
@@ -142,7 +142,7 @@ class EnsembleTask(LesionSegmentationModule):
                 raise ValueError(
                     f"model.members: {info['member']} was trained with the {info['augment']!r} input normalisation, "
                     f"but data.augment={augment!r} normalises differently; evaluate the ensemble with the members' "
-                    "preset")
+                    "transform set")
 
     def _write_report(self) -> None:
         trainer = self.trainer

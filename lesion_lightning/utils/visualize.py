@@ -18,8 +18,8 @@ GT_COLOR = (255, 0, 0)
 def to_display_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
     """A normalised image, (3,H,W) tensor/array or (H,W,3) array, as HxWx3 uint8 min-max rescaled to [0, 255].
 
-    Training images are normalised per preset (ImageNet mean/std, [0,1], ...); a per-image min-max
-    rescale shows any of them without knowing the preset.
+    Training images are normalised per transform set (ImageNet mean/std, [0,1], ...); a per-image min-max
+    rescale shows any of them without knowing the set.
     """
     arr = image.detach().float().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image, np.float32)
     if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
