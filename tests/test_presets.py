@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -183,6 +184,16 @@ def test_medlitenet_full_recipe_on_real_sample(tmp_path: Path, ham10000_root: Pa
     assert all(torch.equal(model_state[k].cpu(), ema[k]) for k in ema)
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["val"]["dice"] <= 1.0
+    # `test` of that checkpoint (with the recipe's EMA callback in its config) scores the EMA weights, and
+    # Lightning's notice that the averaging state is not restored outside fit is not shown
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tested = build_cli(["test", "--config", str(run / "config.yaml"), "--logger=none",
+                            f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+    assert any(isinstance(c, EMAWeightAveraging) for c in tested.trainer.callbacks)
+    tested_state = tested.model.state_dict()
+    assert all(torch.equal(tested_state[k].cpu(), ema[k]) for k in ema)
+    assert not [w for w in caught if "WeightAveraging" in str(w.message)], [str(w.message) for w in caught]
 
 
 # -- ensemble of trained runs through `test` ----------------------------------------------------------
