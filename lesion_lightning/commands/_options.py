@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+import yaml
 
 from lesion_lightning.data.readers import DATASETS, FOLDER_DEFAULTS
 
@@ -16,12 +19,28 @@ def add_reader_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mask-dir", default=FOLDER_DEFAULTS["mask_dir"], help="mask folder under the root")
     group.add_argument("--mask-pattern", default=FOLDER_DEFAULTS["mask_pattern"],
                        help="mask file name, with {id} for the image id (default: %(default)s)")
+    group.add_argument("--reader-options", default=None, metavar="YAML",
+                       help="any other folder reader options as a YAML mapping, as data.reader_options of fit, e.g. "
+                       "'{subset_dirs: {train: [trainx, trainy]}, image_pattern: imgx{id}.jpg, "
+                       "mask_pattern: imgy{id}.jpg, ids_per_subset: true}' (docs/datasets.md)")
 
 
-def reader_options(args: argparse.Namespace) -> dict[str, str]:
+def reader_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The folder reader's options of the command line; ValueError (one line) for a --reader-options that is
+    not a YAML mapping."""
     if args.dataset != "folder":
         return {}
-    return {"image_dir": args.image_dir, "mask_dir": args.mask_dir, "mask_pattern": args.mask_pattern}
+    options: dict[str, Any] = {"image_dir": args.image_dir, "mask_dir": args.mask_dir, "mask_pattern": args.mask_pattern}
+    if args.reader_options:
+        try:
+            extra = yaml.safe_load(args.reader_options)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--reader-options: not YAML: {str(exc).splitlines()[0]}") from exc
+        if not isinstance(extra, dict):
+            raise ValueError(f"--reader-options: expected a mapping such as '{{ids_per_subset: true}}', "
+                             f"got {args.reader_options!r}")
+        options.update(extra)
+    return options
 
 
 def add_checkpoint_options(parser: argparse.ArgumentParser, device_default: str = "auto") -> None:

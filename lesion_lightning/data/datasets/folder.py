@@ -6,6 +6,11 @@ holding ``<image_dir>`` + ``<mask_dir>`` (found automatically), or `subset_dirs`
 one folder (holding image_dir + mask_dir) or to an [image folder, mask folder] pair, e.g.
 ``{train: [trainx, trainy], val: [validationx, validationy]}``.
 
+`image_pattern` (default: any image file, its id is the name without suffix) pairs images whose names
+differ from their masks' by more than a suffix, e.g. ``imgx{id}.jpg`` with ``mask_pattern: imgy{id}.jpg``.
+`ids_per_subset`: the same id names different images in different subsets (``train/imgx1.jpg``,
+``test/imgx1.jpg``): record ids become ``<subset>-<id>``.
+
 `metadata`: a CSV file (path under the root, or absolute) whose `id_column` names the image id; each
 record carries its row, and `group_column` (e.g. lesion_id) groups images of one lesion in splits.
 `mask_encoding`: auto (any two-valued encoding), 0/1, 0/255, or threshold (lossy masks: > 127 is
@@ -25,7 +30,7 @@ from lesion_lightning.data.layout import ScanBuilder, image_files, mask_index, p
 from lesion_lightning.data.records import Problem, SampleRecord
 
 OPTIONS = {"image_dir": "images", "mask_dir": "masks", "mask_pattern": "{id}_segmentation.png",
-           "subset_dirs": None, "metadata": None, "id_column": "image_id", "group_column": None,
+           "image_pattern": None, "ids_per_subset": False, "subset_dirs": None, "metadata": None, "id_column": "image_id", "group_column": None,
            "mask_encoding": "auto"}
 LOSSY_MASK_SUFFIXES = (".jpg", ".jpeg")
 
@@ -73,6 +78,20 @@ def _metadata(root: Path, options: dict[str, Any]) -> dict[str, dict[str, str]] 
     return read_metadata_csv(path, options["id_column"], required=required)
 
 
+def _image_ids(builder: ScanBuilder, folder: Path, options: dict[str, Any]) -> list[tuple[str, Path]]:
+    """(id, path) of each image of `folder`: its name without suffix, or what `{id}` matches in image_pattern."""
+    if options["image_pattern"] is None:
+        return [(path.stem, path) for path in image_files(folder)]
+    regex, out = pattern_regex(str(options["image_pattern"]), "image_pattern"), []
+    for path in image_files(folder):
+        m = regex.match(path.name)
+        if m is None:
+            builder.warn(path, f"ignored: file name does not match the image pattern {options['image_pattern']!r}")
+        else:
+            out.append((m["id"], path))
+    return out
+
+
 def _scan(builder: ScanBuilder, subsets: list[str] | None, options: dict[str, Any]) -> None:
     regex = pattern_regex(options["mask_pattern"])
     encoding = _mask_encoding(options)
@@ -87,19 +106,25 @@ def _scan(builder: ScanBuilder, subsets: list[str] | None, options: dict[str, An
         if not images_path.is_dir():
             raise DataError(images_path, "image folder not found (folder dataset option image_dir or subset_dirs)")
         masks = mask_index(builder, masks_path, regex) if masks_path.is_dir() else {}
-        images = image_files(images_path)
+        images = _image_ids(builder, images_path, options)
         if not masks_path.is_dir() and images:
             builder.problems.append(Problem(str(masks_path), f"mask folder not found: {len(images)} images have no mask"))
         same_folder = images_path.resolve() == masks_path.resolve()
-        for path in images:
+        prefix = f"{subset}-" if options["ids_per_subset"] and subset is not None else ""
+        for image_id, path in images:
             if same_folder and regex.match(path.name):  # images and masks share one folder
                 continue
-            image_id = path.stem
             row = dict(metadata.get(image_id, {})) if metadata is not None else {}
             if metadata is not None and not row:
                 builder.warn(path, f"no row in {options['metadata']}: grouped by its image id")
-            group = (row.get(options["group_column"]) if options["group_column"] else None) or image_id
-            builder.add(SampleRecord(image_id, path, masks.pop(image_id, None), subset, group, row, encoding),
+            group = (row.get(options["group_column"]) if options["group_column"] else None) or prefix + image_id
+            first = builder.records.get(image_id) if not prefix else None
+            if first is not None and first.subset != subset:
+                builder.problems.append(Problem(str(path), f"id {image_id} is also {first.image_path} (subset "
+                                                f"{first.subset}): set reader option ids_per_subset: true", image_id))
+                masks.pop(image_id, None)
+                continue
+            builder.add(SampleRecord(prefix + image_id, path, masks.pop(image_id, None), subset, group, row, encoding),
                         mask_expected=masks_path.is_dir(),
                         expected_mask=masks_path / options["mask_pattern"].format(id=image_id))
         builder.orphan_masks(masks)
