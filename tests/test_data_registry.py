@@ -64,15 +64,33 @@ def tiny_dataset(tmp_path, monkeypatch):
 
 
 def test_built_in_datasets_are_registered_in_order():
-    assert list_datasets() == ("isic2018", "isic2017", "ham10000", "ph2", "folder")
-    assert list_datasets(fixed_layout=True) == ("isic2018", "isic2017", "ham10000", "ph2")
-    assert [n for n in list_datasets() if get_dataset_spec(n).has_official_subsets] == ["isic2018", "isic2017"]
+    assert list_datasets() == ("isic2018", "isic2017", "ham10000", "ph2", "folder", "isic2017_256")
+    assert list_datasets(fixed_layout=True) == ("isic2018", "isic2017", "ham10000", "ph2", "isic2017_256")
+    assert [n for n in list_datasets() if get_dataset_spec(n).has_official_subsets] == [
+        "isic2018", "isic2017", "isic2017_256"]
     assert get_dataset_spec("ham10000").group_by == "lesion_id"
     assert downloadable() == ("isic2018", "isic2017", "ham10000", "ph2")
     with pytest.raises(ValueError, match="dataset: unknown 'isic2016'; choose one of isic2018"):
         get_dataset_spec("isic2016")
     with pytest.raises(ValueError, match="already registered"):
         registry.register_dataset(registry.DatasetSpec(**{**get_dataset_spec("ph2").__dict__}))
+
+
+def test_the_isic2017_redistribution_is_one_module_over_the_folder_reader(tmp_path):
+    """isic2017_256.py: the resized ISIC 2017 redistribution (imgxN.jpg / imgyN.jpg, N restarting per subset)."""
+    root = write_dataset(tmp_path / "isic2017_256", "isic2017_256", image_size=(48, 64),
+                         subsets={"train": 40, "val": 5, "test": 11})
+    assert detect_layout(root) == "isic2017_256"
+    assert sorted((root / "testx").iterdir())[0].name == "imgx1.jpg" and (root / "trainy" / "imgy1.jpg").is_file()
+    scan = scan_dataset("isic2017_256", root)
+    assert not scan.problems
+    ids = {s: sorted(r.id for r in scan.records if r.subset == s) for s in ("train", "val", "test")}
+    assert {s: len(v) for s, v in ids.items()} == {"train": 40, "val": 5, "test": 11}
+    assert "train-1" in ids["train"] and "test-1" in ids["test"]
+    assert {r.mask_encoding for r in scan.records} == {"threshold"}  # JPEG masks
+    assert [r.id for r in read_dataset("isic2017_256", root, subsets=["val"])] == [f"val-{n}" for n in range(1, 6)]
+    with pytest.raises(Exception, match="no ISIC 2017 redistribution folders"):
+        scan_dataset("isic2017_256", tmp_path)
 
 
 def test_a_dataset_from_one_module_works_everywhere(tiny_dataset, tmp_path, monkeypatch):

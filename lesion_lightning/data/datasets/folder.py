@@ -92,7 +92,7 @@ def _image_ids(builder: ScanBuilder, folder: Path, options: dict[str, Any]) -> l
     return out
 
 
-def _scan(builder: ScanBuilder, subsets: list[str] | None, options: dict[str, Any]) -> None:
+def scan_folder(builder: ScanBuilder, subsets: list[str] | None, options: dict[str, Any]) -> None:
     regex = pattern_regex(options["mask_pattern"])
     encoding = _mask_encoding(options)
     metadata = _metadata(builder.root, options)
@@ -150,7 +150,7 @@ SPEC = register_dataset(DatasetSpec(
     label="folder",
     layout="images/ + masks/, or train/val/test folders each holding them "
            "(see --image-dir, --mask-dir, --mask-pattern)",
-    scan=_scan,
+    scan=scan_folder,
     write_synthetic=_write,
     detect=_detect,
     reader_options=OPTIONS,
