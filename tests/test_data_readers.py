@@ -101,7 +101,8 @@ def test_generated_layouts_read_back(tmp_path, layout):
     assert not scan.problems, scan.problems
     for r in scan.records:
         assert r.image_path.is_file() and r.mask_path is not None and r.mask_path.is_file()
-        assert r.id in r.image_path.name and r.id in r.mask_path.name
+        name_id = r.id.removeprefix(f"{r.subset}-")  # isic2017_256: ids are <subset>-N
+        assert name_id in r.image_path.name and name_id in r.mask_path.name
     assert detect_layout(root) == layout
 
 
