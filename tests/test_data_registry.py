@@ -7,7 +7,9 @@ import textwrap
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from lesion_lightning.data.checks import check_dataset
 from lesion_lightning.data.datasets import get_dataset_spec, list_datasets
 from lesion_lightning.data.datasets import registry
 from lesion_lightning.data.datamodule import LesionDataModule
@@ -64,8 +66,9 @@ def tiny_dataset(tmp_path, monkeypatch):
 
 
 def test_built_in_datasets_are_registered_in_order():
-    assert list_datasets() == ("isic2018", "isic2017", "ham10000", "ph2", "folder", "isic2017_256")
-    assert list_datasets(fixed_layout=True) == ("isic2018", "isic2017", "ham10000", "ph2", "isic2017_256")
+    assert list_datasets() == ("isic2018", "isic2017", "ham10000", "ph2", "folder", "ham10000_200", "isic2017_256")
+    assert list_datasets(fixed_layout=True) == ("isic2018", "isic2017", "ham10000", "ph2", "ham10000_200",
+                                                "isic2017_256")
     assert [n for n in list_datasets() if get_dataset_spec(n).has_official_subsets] == [
         "isic2018", "isic2017", "isic2017_256"]
     assert get_dataset_spec("ham10000").group_by == "lesion_id"
@@ -91,6 +94,22 @@ def test_the_isic2017_redistribution_is_one_module_over_the_folder_reader(tmp_pa
     assert [r.id for r in read_dataset("isic2017_256", root, subsets=["val"])] == [f"val-{n}" for n in range(1, 6)]
     with pytest.raises(Exception, match="no ISIC 2017 redistribution folders"):
         scan_dataset("isic2017_256", tmp_path)
+
+
+def test_the_ham10000_redistribution_is_one_module_over_the_folder_reader(tmp_path):
+    """ham10000_200.py: images/ + masks_200x150/ (interpolated masks: threshold) + metadata grouping lesions."""
+    root = write_dataset(tmp_path / "ham10000_200", "ham10000_200", num_images=12, image_size=(30, 40))
+    assert sorted(p.name for p in root.iterdir()) == ["HAM10000_metadata.csv", "images", "masks_200x150"]
+    assert detect_layout(root) == "ham10000_200"  # not ham10000, whose metadata table it shares
+    records = read_dataset("ham10000_200", root)
+    assert len(records) == 12 and {r.mask_encoding for r in records} == {"threshold"}
+    assert all(r.group.startswith("HAM_") for r in records) and len({r.group for r in records}) < 12
+    grey = np.array(Image.open(records[0].mask_path))  # an interpolated edge: grey levels are not a problem
+    grey[0, :4] = [40, 100, 160, 220]
+    Image.fromarray(grey).save(records[0].mask_path)
+    assert check_dataset("ham10000_200", root).ok
+    plain = check_dataset("folder", root, mask_dir="masks_200x150")  # the plain folder reader reads them exactly
+    assert not plain.ok and any("not binary" in p.problem for p in plain.problems)
 
 
 def test_a_dataset_from_one_module_works_everywhere(tiny_dataset, tmp_path, monkeypatch):

@@ -23,9 +23,9 @@ GROUP_COLUMN = "lesion_id"
 
 
 def _detect(root: Path) -> bool:
+    # by its folders: the metadata table alone also sits beside redistributions' other layouts (ham10000_200)
     names = {p.name.lower() for p in root.iterdir() if p.is_dir()}
-    files = {p.name.lower() for p in root.iterdir() if p.is_file()}
-    return any(n.lower() in names for n in (*IMAGE_FOLDERS, MASK_FOLDER)) or METADATA_NAMES[0].lower() in files
+    return any(n.lower() in names for n in (*IMAGE_FOLDERS, MASK_FOLDER))
 
 
 def _metadata(builder: ScanBuilder) -> dict[str, dict[str, str]] | None:
