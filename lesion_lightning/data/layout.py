@@ -68,11 +68,15 @@ class ScanBuilder:
         self.warnings: list[Problem] = []
         self.unlabelled: list[str] = []
 
-    def add(self, record: SampleRecord, *, mask_expected: bool, expected_mask: Path | None = None) -> None:
+    def add(self, record: SampleRecord, *, mask_expected: bool, expected_mask: Path | None = None,
+            across_subsets_hint: str | None = None) -> None:
+        """`across_subsets_hint`: what to do when the duplicate is the same id in another subset."""
         first = self.records.get(record.id)
         if first is not None:
-            self.problems.append(Problem(str(record.image_path), f"duplicate id {record.id}: also {first.image_path}",
-                                         record.id))
+            other = f" (subset {first.subset})" if first.subset != record.subset else ""
+            hint = f": {across_subsets_hint}" if other and across_subsets_hint else ""
+            self.problems.append(Problem(str(record.image_path),
+                                         f"duplicate id {record.id}: also {first.image_path}{other}{hint}", record.id))
             return
         self.records[record.id] = record
         if record.mask_path is None and mask_expected:

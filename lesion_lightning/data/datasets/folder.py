@@ -118,15 +118,10 @@ def scan_folder(builder: ScanBuilder, subsets: list[str] | None, options: dict[s
             if metadata is not None and not row:
                 builder.warn(path, f"no row in {options['metadata']}: grouped by its image id")
             group = (row.get(options["group_column"]) if options["group_column"] else None) or prefix + image_id
-            first = builder.records.get(image_id) if not prefix else None
-            if first is not None and first.subset != subset:
-                builder.problems.append(Problem(str(path), f"id {image_id} is also {first.image_path} (subset "
-                                                f"{first.subset}): set reader option ids_per_subset: true", image_id))
-                masks.pop(image_id, None)
-                continue
             builder.add(SampleRecord(prefix + image_id, path, masks.pop(image_id, None), subset, group, row, encoding),
                         mask_expected=masks_path.is_dir(),
-                        expected_mask=masks_path / options["mask_pattern"].format(id=image_id))
+                        expected_mask=masks_path / options["mask_pattern"].format(id=image_id),
+                        across_subsets_hint=None if prefix else "set reader option ids_per_subset: true")
         builder.orphan_masks(masks)
 
 
